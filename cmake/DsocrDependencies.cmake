@@ -1,0 +1,87 @@
+# Every external dependency of dsocr, found in one place, in one order:
+# Debian's libraries first, libtorch (from the project virtualenv's torch wheel) last, so that a
+# library of the system is never shadowed by a copy bundled inside the wheel.
+
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+find_package(fmt 9 REQUIRED)
+find_package(spdlog 1.10 REQUIRED)
+find_package(nlohmann_json 3.11 REQUIRED)
+find_package(CURL REQUIRED)
+find_package(OpenCV 4 REQUIRED COMPONENTS core imgproc imgcodecs)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+pkg_check_modules(ONIG REQUIRED IMPORTED_TARGET oniguruma)
+if(DSOCR_BUILD_TESTS)
+  find_package(Catch2 2.13 REQUIRED)
+  include(Catch)
+endif()
+
+# --- fmt: libtorch ships fmt 12 headers in its include directory, Debian's spdlog 1.10 is built
+# against the system fmt 9. A file that includes both would see fmt 12 (torch's include dirs are
+# searched before /usr/include) and fail to compile, or worse, mix ABIs. A build-tree folder that
+# holds only a link to the system fmt is put first on every target's include path (-I is searched
+# before torch's -isystem), so `#include <fmt/...>` always means the system's fmt.
+get_target_property(_fmt_includes fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
+find_path(DSOCR_SYSTEM_FMT_INCLUDE fmt/format.h HINTS ${_fmt_includes} NO_CACHE REQUIRED)
+set(DSOCR_FMT_SHIM ${CMAKE_BINARY_DIR}/fmt-shim)
+file(MAKE_DIRECTORY ${DSOCR_FMT_SHIM})
+file(CREATE_LINK ${DSOCR_SYSTEM_FMT_INCLUDE}/fmt ${DSOCR_FMT_SHIM}/fmt SYMBOLIC)
+include_directories(BEFORE ${DSOCR_FMT_SHIM})
+
+# --- libtorch, from the torch wheel in the project virtualenv (scripts/setup.sh installs it).
+if(NOT EXISTS "${DSOCR_PYTHON}")
+  message(FATAL_ERROR "No Python at DSOCR_PYTHON=${DSOCR_PYTHON}. Run ./scripts/setup.sh, which "
+                      "creates .venv/ with the pinned torch wheel, or pass -DDSOCR_PYTHON=...")
+endif()
+execute_process(
+  COMMAND "${DSOCR_PYTHON}" -c
+          "import torch, torch.utils; print(torch.utils.cmake_prefix_path); print(torch.version.cuda or '')"
+  OUTPUT_VARIABLE _torch_query OUTPUT_STRIP_TRAILING_WHITESPACE
+  RESULT_VARIABLE _torch_rc ERROR_VARIABLE _torch_err)
+if(NOT _torch_rc EQUAL 0)
+  message(FATAL_ERROR "Cannot import torch with ${DSOCR_PYTHON}: ${_torch_err}\n"
+                      "Run ./scripts/setup.sh to (re)create the virtualenv.")
+endif()
+string(REPLACE "\n" ";" _torch_query "${_torch_query}")
+list(GET _torch_query 0 DSOCR_TORCH_PREFIX)
+list(LENGTH _torch_query _n)
+set(DSOCR_TORCH_CUDA_VERSION "")
+if(_n GREATER 1)
+  list(GET _torch_query 1 DSOCR_TORCH_CUDA_VERSION)
+endif()
+
+# DSOCR_CUDA: device code for the GPUs we serve on. Default on when the wheel is a CUDA build and a
+# CUDA compiler exists; without nvcc (a plain Debian machine) the wheel still works on the CPU.
+include(CheckLanguage)
+check_language(CUDA)
+if(DSOCR_TORCH_CUDA_VERSION AND CMAKE_CUDA_COMPILER)
+  set(_cuda_default ON)
+else()
+  set(_cuda_default OFF)
+endif()
+option(DSOCR_CUDA "Build CUDA kernels (sm_90 by default)" ${_cuda_default})
+if(DSOCR_CUDA)
+  if(NOT DSOCR_TORCH_CUDA_VERSION)
+    message(FATAL_ERROR "DSOCR_CUDA=ON but the torch in ${DSOCR_PYTHON} is a CPU-only build")
+  endif()
+  # torch's config turns TORCH_CUDA_ARCH_LIST into -gencode flags for every CUDA target and
+  # ignores CMAKE_CUDA_ARCHITECTURES; left unset it would build for eleven architectures.
+  set(TORCH_CUDA_ARCH_LIST "9.0" CACHE STRING "GPU architectures of the CUDA kernels (H100/H200)")
+  set(CMAKE_CUDA_ARCHITECTURES OFF)
+  set(CMAKE_CUDA_STANDARD 17)   # CMake 3.25 knows no CUDA20 dialect for nvcc
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  enable_language(CUDA)
+  unset(CMAKE_CUDA_ARCHITECTURES)  # set per target (OFF): torch's -gencode flags decide
+else()
+  # The CUDA wheel's config asks for the toolkit; without it, tell it not to look so that the
+  # CPU build configures quietly and links only what it can use.
+  set(CMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit ON)
+  set(CAFFE2_USE_CUDA OFF)
+endif()
+
+list(APPEND CMAKE_PREFIX_PATH "${DSOCR_TORCH_PREFIX}")
+find_package(Torch REQUIRED)
+message(STATUS "libtorch ${Torch_VERSION} from ${DSOCR_TORCH_PREFIX} (wheel CUDA: "
+               "'${DSOCR_TORCH_CUDA_VERSION}', DSOCR_CUDA=${DSOCR_CUDA})")
+# torch's config sets a global CMAKE_CXX_FLAGS with its ABI flag; the torch target carries the same
+# flags as usage requirements, which is where we take them from.
