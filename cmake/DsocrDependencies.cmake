@@ -85,3 +85,10 @@ message(STATUS "libtorch ${Torch_VERSION} from ${DSOCR_TORCH_PREFIX} (wheel CUDA
                "'${DSOCR_TORCH_CUDA_VERSION}', DSOCR_CUDA=${DSOCR_CUDA})")
 # torch's config sets a global CMAKE_CXX_FLAGS with its ABI flag; the torch target carries the same
 # flags as usage requirements, which is where we take them from.
+
+# The torch wheel's libtorch.so exports copies of libstdc++ functions it linked statically
+# (std::filesystem, std::chrono::tzdb, ... from a newer GCC). Whichever library comes first in a
+# program's DT_NEEDED list wins symbol lookup, and with libtorch first std::filesystem::remove_all
+# jumps to a null address (measured: SIGSEGV in a plain call). Putting the system libstdc++ first
+# in every link makes the system's definitions win; torch keeps the ones only it has.
+add_link_options("LINKER:--push-state,--no-as-needed" -lstdc++ "LINKER:--pop-state")

@@ -18,8 +18,7 @@ endfunction()
 # dsocr_use_torch(<target> PUBLIC|PRIVATE): link libtorch and precompile its headers.
 function(dsocr_use_torch target visibility)
   target_link_libraries(${target} ${visibility} ${TORCH_LIBRARIES})
-  target_precompile_headers(${target} PRIVATE
-      "$<$<COMPILE_LANGUAGE:CXX>:${DSOCR_TORCH_PCH_HEADERS}>")
+  target_precompile_headers(${target} PRIVATE ${DSOCR_TORCH_PCH_HEADERS})
 endfunction()
 
 # dsocr_add_catch_test(<name> SOURCES ... DEPS ... [LABELS ...] [TORCH])
