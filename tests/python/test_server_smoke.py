@@ -1,0 +1,80 @@
+"""The real dsocr-server binary, started the way the README starts it (--model demo)."""
+import json
+import subprocess
+import urllib.error
+import urllib.request
+
+from conftest import BIN_DIR, ServerProcess
+
+
+def get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def test_health_models_metrics_then_clean_sigterm(demo_server):
+    status, _, body = get(demo_server.base_url + "/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    status, _, body = get(demo_server.base_url + "/v1/models")
+    assert status == 200 and json.loads(body)["data"][0]["id"] == "demo"
+    status, headers, body = get(demo_server.base_url + "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    assert 'dsocr_http_requests_total{route="/health",status="200"}' in body
+    status, _, body = get(demo_server.base_url + "/nope")
+    assert status == 404 and json.loads(body)["error"]["type"] == "not_found_error"
+
+    rc, log = demo_server.stop()
+    assert rc == 0, log
+    assert "received SIGTERM" in log and "stopped" in log
+    assert "GET /nope 404" in log
+    assert "/health" not in log.split("listening on")[1]  # probes are not logged
+
+
+def test_served_model_name_and_json_logs():
+    server = ServerProcess("--model", "demo", "--served-model-name", "ocr",
+                           "--log-format", "json")
+    try:
+        server.wait_healthy()
+        _, _, body = get(server.base_url + "/v1/models")
+        assert json.loads(body)["data"][0]["id"] == "ocr"
+    finally:
+        rc, log = server.stop()
+    assert rc == 0
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert any(line["logger"] == "server" and "listening" in line["msg"] for line in lines)
+
+
+def test_uncached_hub_model_exits_pointing_at_demo(tmp_path):
+    proc = subprocess.run([str(BIN_DIR / "dsocr-server"), "--model", "deepseek-ai/DeepSeek-OCR-2"],
+                          capture_output=True, text=True, timeout=60,
+                          env={"HF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert "--model demo" in proc.stderr
+
+
+def test_bad_flags_are_reported():
+    for args, needle in [(["--port", "http"], "--port"), (["--bogus"], "unknown flag --bogus"),
+                         (["--log-level", "loud"], "unknown log level"),
+                         (["--device", "tpu"], "unknown device")]:
+        proc = subprocess.run([str(BIN_DIR / "dsocr-server"), "--model", "demo", *args],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert needle in proc.stderr, (args, proc.stderr)
+    help_text = subprocess.run([str(BIN_DIR / "dsocr-server"), "--help"], capture_output=True,
+                               text=True, timeout=60)
+    assert help_text.returncode == 0 and "--served-model-name" in help_text.stdout
+
+
+def test_cli_info_json():
+    proc = subprocess.run([str(BIN_DIR / "dsocr"), "info", "--json", "--model", "demo"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["torch_version"].startswith("2.11")
+    assert info["model"]["name"] == "demo"
+    unknown = subprocess.run([str(BIN_DIR / "dsocr"), "frobnicate"], capture_output=True,
+                             text=True, timeout=60)
+    assert unknown.returncode == 2 and "unknown command" in unknown.stderr
