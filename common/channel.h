@@ -50,8 +50,8 @@ class Channel {
   template <typename Rep, typename Period>
   ChannelResult push(T& item, std::chrono::duration<Rep, Period> timeout) {
     std::unique_lock<std::mutex> lock(mu_);
-    bool ready = not_full_.wait_for(lock, timeout,
-                                    [&] { return closed_ || items_.size() < capacity_; });
+    bool ready =
+        not_full_.wait_for(lock, timeout, [&] { return closed_ || items_.size() < capacity_; });
     if (closed_) return ChannelResult::kClosed;
     if (!ready) return ChannelResult::kTimeout;
     items_.push_back(std::move(item));

@@ -34,13 +34,12 @@ struct CheckVoidify {
 
 }  // namespace dsocr::internal
 
-#define DSOCR_CHECK(cond)                  \
-  (cond) ? (void)0                         \
+#define DSOCR_CHECK(cond)                      \
+  (cond) ? (void)0                             \
          : ::dsocr::internal::CheckVoidify() & \
                ::dsocr::internal::CheckFailure(__FILE__, __LINE__, #cond).stream()
 
-#define DSOCR_CHECK_OP_(a, op, b) \
-  DSOCR_CHECK((a)op(b)) << "(" << (a) << " vs " << (b) << ") "
+#define DSOCR_CHECK_OP_(a, op, b) DSOCR_CHECK((a)op(b)) << "(" << (a) << " vs " << (b) << ") "
 #define DSOCR_CHECK_EQ(a, b) DSOCR_CHECK_OP_(a, ==, b)
 #define DSOCR_CHECK_NE(a, b) DSOCR_CHECK_OP_(a, !=, b)
 #define DSOCR_CHECK_LT(a, b) DSOCR_CHECK_OP_(a, <, b)

@@ -24,7 +24,8 @@ StatusOr<double> parse_double(std::string_view text) {
   char* end = nullptr;
   errno = 0;
   double value = std::strtod(copy.c_str(), &end);
-  if (copy.empty() || end != copy.c_str() + copy.size() || errno == ERANGE || !std::isfinite(value)) {
+  if (copy.empty() || end != copy.c_str() + copy.size() || errno == ERANGE ||
+      !std::isfinite(value)) {
     return invalid_argument("'" + copy + "' is not a finite number");
   }
   return value;
@@ -52,13 +53,20 @@ FlagSet::Flag* FlagSet::find(std::string_view name) {
 }
 
 void FlagSet::add_string(std::string name, std::string* value, std::string help, std::string env) {
-  add({.name = std::move(name), .help = std::move(help), .env = std::move(env),
+  add({.name = std::move(name),
+       .help = std::move(help),
+       .env = std::move(env),
        .default_text = value->empty() ? "" : "\"" + *value + "\"",
-       .set = [value](std::string_view v) { *value = std::string(v); return Status(); }});
+       .set = [value](std::string_view v) {
+         *value = std::string(v);
+         return Status();
+       }});
 }
 
 void FlagSet::add_int(std::string name, int64_t* value, std::string help, std::string env) {
-  add({.name = std::move(name), .help = std::move(help), .env = std::move(env),
+  add({.name = std::move(name),
+       .help = std::move(help),
+       .env = std::move(env),
        .default_text = std::to_string(*value),
        .set = [value](std::string_view v) -> Status {
          DSOCR_ASSIGN_OR_RETURN(*value, parse_int64(v));
@@ -69,7 +77,9 @@ void FlagSet::add_int(std::string name, int64_t* value, std::string help, std::s
 void FlagSet::add_double(std::string name, double* value, std::string help, std::string env) {
   std::ostringstream def;
   def << *value;
-  add({.name = std::move(name), .help = std::move(help), .env = std::move(env),
+  add({.name = std::move(name),
+       .help = std::move(help),
+       .env = std::move(env),
        .default_text = def.str(),
        .set = [value](std::string_view v) -> Status {
          DSOCR_ASSIGN_OR_RETURN(*value, parse_double(v));
@@ -78,8 +88,11 @@ void FlagSet::add_double(std::string name, double* value, std::string help, std:
 }
 
 void FlagSet::add_bool(std::string name, bool* value, std::string help, std::string env) {
-  add({.name = std::move(name), .help = std::move(help), .env = std::move(env),
-       .default_text = *value ? "true" : "false", .is_bool = true,
+  add({.name = std::move(name),
+       .help = std::move(help),
+       .env = std::move(env),
+       .default_text = *value ? "true" : "false",
+       .is_bool = true,
        .set = [value](std::string_view v) -> Status {
          DSOCR_ASSIGN_OR_RETURN(*value, parse_bool(v));
          return Status();
@@ -87,7 +100,9 @@ void FlagSet::add_bool(std::string name, bool* value, std::string help, std::str
 }
 
 void FlagSet::add_repeated(std::string name, std::vector<std::string>* values, std::string help) {
-  add({.name = std::move(name), .help = std::move(help), .is_repeated = true,
+  add({.name = std::move(name),
+       .help = std::move(help),
+       .is_repeated = true,
        .set = [values](std::string_view v) {
          values->emplace_back(v);
          return Status();
@@ -99,13 +114,22 @@ Status FlagSet::parse(int argc, const char* const* argv, int first_arg) {
   for (int i = first_arg; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (flags_done || arg.size() < 2 || arg.substr(0, 2) != "--") {
-      if (!flags_done && arg == "-h") { help_requested_ = true; continue; }
+      if (!flags_done && arg == "-h") {
+        help_requested_ = true;
+        continue;
+      }
       positionals_.emplace_back(arg);
       continue;
     }
-    if (arg == "--") { flags_done = true; continue; }
+    if (arg == "--") {
+      flags_done = true;
+      continue;
+    }
     std::string_view body = arg.substr(2);
-    if (body == "help") { help_requested_ = true; continue; }
+    if (body == "help") {
+      help_requested_ = true;
+      continue;
+    }
     std::string_view name = body;
     std::string_view value;
     bool has_value = false;

@@ -5,7 +5,8 @@
 // request id of the request the current thread is working on, set with ScopedRequestId, so every
 // line of one request can be found with one grep:
 //   text: 2026-11-23 16:40:00.123 INFO  [http] [req=abc123] POST /v1/chat/completions 200
-//   json: {"ts":"2026-11-23T16:40:00.123Z","level":"info","logger":"http","req":"abc123","msg":"..."}
+//   json:
+//   {"ts":"2026-11-23T16:40:00.123Z","level":"info","logger":"http","req":"abc123","msg":"..."}
 //
 // Thread-safety: get() and the loggers it returns are safe from any thread. configure() may run
 // at any time (it swaps formatter and level under spdlog's sink lock). ScopedRequestId is

@@ -12,8 +12,14 @@ namespace {
 // Prometheus float formatting: integers without a fraction, +Inf/-Inf/NaN spelled out, otherwise
 // enough digits to round-trip.
 void append_value(std::string* out, double v) {
-  if (std::isnan(v)) { *out += "NaN"; return; }
-  if (std::isinf(v)) { *out += v > 0 ? "+Inf" : "-Inf"; return; }
+  if (std::isnan(v)) {
+    *out += "NaN";
+    return;
+  }
+  if (std::isinf(v)) {
+    *out += v > 0 ? "+Inf" : "-Inf";
+    return;
+  }
   char buf[32];
   if (v == std::floor(v) && std::fabs(v) < 1e15) {
     std::snprintf(buf, sizeof(buf), "%.0f", v);
@@ -25,10 +31,14 @@ void append_value(std::string* out, double v) {
 
 void append_escaped(std::string* out, std::string_view text, bool escape_quotes) {
   for (char c : text) {
-    if (c == '\\') *out += "\\\\";
-    else if (c == '\n') *out += "\\n";
-    else if (c == '"' && escape_quotes) *out += "\\\"";
-    else out->push_back(c);
+    if (c == '\\')
+      *out += "\\\\";
+    else if (c == '\n')
+      *out += "\\n";
+    else if (c == '"' && escape_quotes)
+      *out += "\\\"";
+    else
+      out->push_back(c);
   }
 }
 
@@ -209,8 +219,10 @@ std::string MetricsRegistry::render() const {
             out.push_back('\n');
           }
         };
-        if (is_counter) render_simple(*static_cast<const MetricFamily<Counter>*>(e.family));
-        else render_simple(*static_cast<const MetricFamily<Gauge>*>(e.family));
+        if (is_counter)
+          render_simple(*static_cast<const MetricFamily<Counter>*>(e.family));
+        else
+          render_simple(*static_cast<const MetricFamily<Gauge>*>(e.family));
         break;
       }
       case MetricType::kHistogram: {
@@ -220,8 +232,10 @@ std::string MetricsRegistry::render() const {
         for (const auto& [values, h] : family.children_) {
           for (size_t i = 0; i <= h->bounds().size(); ++i) {
             std::string le;
-            if (i == h->bounds().size()) le = "+Inf";
-            else append_value(&le, h->bounds()[i]);
+            if (i == h->bounds().size())
+              le = "+Inf";
+            else
+              append_value(&le, h->bounds()[i]);
             out += family.name_ + "_bucket";
             append_labels(&out, family.label_names_, values, "le", le);
             out.push_back(' ');

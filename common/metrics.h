@@ -81,7 +81,9 @@ class MetricFamily {
   friend class MetricsRegistry;
   MetricFamily(std::string name, std::string help, std::vector<std::string> label_names,
                std::vector<double> bounds)
-      : name_(std::move(name)), help_(std::move(help)), label_names_(std::move(label_names)),
+      : name_(std::move(name)),
+        help_(std::move(help)),
+        label_names_(std::move(label_names)),
         bounds_(std::move(bounds)) {}
 
   const std::string name_;
@@ -120,13 +122,12 @@ class MetricsRegistry {
   };
   template <typename Child>
   MetricFamily<Child>& get_or_add(MetricType type, std::string_view name, std::string_view help,
-                                  std::vector<std::string> label_names,
-                                  std::vector<double> bounds);
+                                  std::vector<std::string> label_names, std::vector<double> bounds);
 
   mutable std::mutex mu_;
-  std::vector<Entry> entries_;                                  // guarded by mu_
-  std::vector<std::unique_ptr<MetricFamily<Counter>>> counters_;  // guarded by mu_
-  std::vector<std::unique_ptr<MetricFamily<Gauge>>> gauges_;        // guarded by mu_
+  std::vector<Entry> entries_;                                        // guarded by mu_
+  std::vector<std::unique_ptr<MetricFamily<Counter>>> counters_;      // guarded by mu_
+  std::vector<std::unique_ptr<MetricFamily<Gauge>>> gauges_;          // guarded by mu_
   std::vector<std::unique_ptr<MetricFamily<Histogram>>> histograms_;  // guarded by mu_
 };
 

@@ -88,7 +88,7 @@ template <typename T>
 class [[nodiscard]] StatusOr {
  public:
   StatusOr(T value) : state_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
-  StatusOr(Status status)                           // NOLINT(google-explicit-constructor)
+  StatusOr(Status status)                          // NOLINT(google-explicit-constructor)
       : state_(status.ok() ? internal_error("StatusOr constructed from an OK Status")
                            : std::move(status)) {}
 
@@ -99,9 +99,18 @@ class [[nodiscard]] StatusOr {
   }
 
   // Precondition: ok(). Checked: accessing the value of an error aborts with the error.
-  T& value() & { check_ok(); return std::get<T>(state_); }
-  const T& value() const& { check_ok(); return std::get<T>(state_); }
-  T&& value() && { check_ok(); return std::get<T>(std::move(state_)); }
+  T& value() & {
+    check_ok();
+    return std::get<T>(state_);
+  }
+  const T& value() const& {
+    check_ok();
+    return std::get<T>(state_);
+  }
+  T&& value() && {
+    check_ok();
+    return std::get<T>(std::move(state_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
@@ -126,10 +135,10 @@ void StatusOr<T>::check_ok() const {
 #define DSOCR_STATUS_CONCAT_(a, b) DSOCR_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the Status from the enclosing function if `expr` is not OK.
-#define DSOCR_RETURN_IF_ERROR(expr)                          \
-  do {                                                       \
-    ::dsocr::Status dsocr_status_ = (expr);                  \
-    if (!dsocr_status_.ok()) return dsocr_status_;           \
+#define DSOCR_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::dsocr::Status dsocr_status_ = (expr);        \
+    if (!dsocr_status_.ok()) return dsocr_status_; \
   } while (false)
 
 // DSOCR_ASSIGN_OR_RETURN(auto x, f()): declares x from a StatusOr, or returns its error.

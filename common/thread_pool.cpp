@@ -19,9 +19,7 @@ ThreadPool::ThreadPool(std::string name, size_t num_threads, size_t queue_capaci
 
 ThreadPool::~ThreadPool() { shutdown(); }
 
-bool ThreadPool::try_submit(Task task) {
-  return tasks_.try_push(task) == ChannelResult::kOk;
-}
+bool ThreadPool::try_submit(Task task) { return tasks_.try_push(task) == ChannelResult::kOk; }
 
 bool ThreadPool::submit(Task task, std::chrono::milliseconds timeout) {
   return tasks_.push(task, timeout) == ChannelResult::kOk;

@@ -23,7 +23,9 @@ DeviceInfo probe_devices() {
   int count = static_cast<int>(torch::cuda::device_count());
   for (int i = 0; i < count; ++i) {
     const cudaDeviceProp* prop = at::cuda::getDeviceProperties(i);
-    info.cuda_devices.push_back({.index = i, .name = prop->name, .compute_major = prop->major,
+    info.cuda_devices.push_back({.index = i,
+                                 .name = prop->name,
+                                 .compute_major = prop->major,
                                  .compute_minor = prop->minor,
                                  .total_memory_bytes = static_cast<int64_t>(prop->totalGlobalMem)});
   }

@@ -23,12 +23,12 @@ struct CudaDeviceInfo {
 };
 
 struct DeviceInfo {
-  std::string torch_version;     // "2.11.0+cu130"
-  bool torch_has_cuda = false;   // libtorch can use CUDA here (a CUDA build and a driver)
+  std::string torch_version;        // "2.11.0+cu130"
+  bool torch_has_cuda = false;      // libtorch can use CUDA here (a CUDA build and a driver)
   bool dsocr_cuda_kernels = false;  // dsocr was built with DSOCR_CUDA (its own kernels)
   std::vector<CudaDeviceInfo> cuda_devices;  // empty without a GPU or driver
   int intra_op_threads = 0;
-  std::string summary() const;   // one human line, for logs
+  std::string summary() const;  // one human line, for logs
 };
 
 DeviceInfo probe_devices();

@@ -38,16 +38,13 @@ void check_shapes(const at::Tensor& key, const at::Tensor& value, const at::Tens
 
 }  // namespace
 
-void write_kv_cache_reference(const at::Tensor& key, const at::Tensor& value,
-                              at::Tensor& key_cache, at::Tensor& value_cache,
-                              const at::Tensor& slot_mapping) {
+void write_kv_cache_reference(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
+                              at::Tensor& value_cache, const at::Tensor& slot_mapping) {
   check_shapes(key, value, key_cache, value_cache, slot_mapping);
   at::Tensor keep = slot_mapping.ge(0);
   at::Tensor slots = slot_mapping.masked_select(keep);
   at::Tensor rows = keep.nonzero().squeeze(1);
-  auto flat = [](at::Tensor& cache) {
-    return cache.view({-1, cache.size(2), cache.size(3)});
-  };
+  auto flat = [](at::Tensor& cache) { return cache.view({-1, cache.size(2), cache.size(3)}); };
   TORCH_CHECK(slots.numel() == 0 || slots.max().item<int64_t>() < flat(key_cache).size(0),
               "slot out of range of the cache");
   flat(key_cache).index_copy_(0, slots, key.index_select(0, rows));
@@ -67,9 +64,9 @@ void write_kv_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& 
     const int64_t elem = key.element_size();
     cudaError_t err = kernels::launch_write_kv_cache(
         key.data_ptr(), value.data_ptr(), key.stride(0) * elem, value.stride(0) * elem,
-        key_cache.data_ptr(), value_cache.data_ptr(), slot_mapping.data_ptr<int64_t>(),
-        key.size(0), key.size(1) * key.size(2) * elem,
-        key_cache.size(0) * key_cache.size(1), c10::cuda::getCurrentCUDAStream().stream());
+        key_cache.data_ptr(), value_cache.data_ptr(), slot_mapping.data_ptr<int64_t>(), key.size(0),
+        key.size(1) * key.size(2) * elem, key_cache.size(0) * key_cache.size(1),
+        c10::cuda::getCurrentCUDAStream().stream());
     TORCH_CHECK(err == cudaSuccess, "write_kv_cache kernel: ", cudaGetErrorString(err));
     return;
   }

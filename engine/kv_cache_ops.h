@@ -22,8 +22,7 @@ namespace dsocr::engine {
 void write_kv_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
                     at::Tensor& value_cache, const at::Tensor& slot_mapping);
 
-void write_kv_cache_reference(const at::Tensor& key, const at::Tensor& value,
-                              at::Tensor& key_cache, at::Tensor& value_cache,
-                              const at::Tensor& slot_mapping);
+void write_kv_cache_reference(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
+                              at::Tensor& value_cache, const at::Tensor& slot_mapping);
 
 }  // namespace dsocr::engine

@@ -57,8 +57,8 @@ int cmd_info(int argc, const char* const* argv) {
   if (!model.empty()) {
     auto source = weights::resolve_model_source(model, weights::hub_cache_dir());
     if (source.ok()) {
-      out["model"] = {{"spec", source->spec}, {"name", source->name},
-                      {"dir", source->dir.string()}};
+      out["model"] = {
+          {"spec", source->spec}, {"name", source->name}, {"dir", source->dir.string()}};
     } else {
       out["model"] = {{"spec", model}, {"error", source.status().message()}};
       rc = 1;
@@ -71,10 +71,9 @@ int cmd_info(int argc, const char* const* argv) {
     if (out.contains("model")) {
       const auto& m = out["model"];
       std::cout << "model " << model << ": "
-                << (m.contains("error") ? m["error"].get<std::string>()
-                                        : m["dir"].get<std::string>().empty()
-                                              ? std::string("built-in demo model")
-                                              : m["dir"].get<std::string>())
+                << (m.contains("error")                   ? m["error"].get<std::string>()
+                    : m["dir"].get<std::string>().empty() ? std::string("built-in demo model")
+                                                          : m["dir"].get<std::string>())
                 << "\n";
     }
   }
@@ -93,8 +92,9 @@ const Command kCommands[] = {
 };
 
 void print_usage(std::FILE* to) {
-  std::fprintf(to, "Usage: dsocr <command> [flags]   (dsocr <command> --help for its flags)\n\n"
-                   "Commands:\n");
+  std::fprintf(to,
+               "Usage: dsocr <command> [flags]   (dsocr <command> --help for its flags)\n\n"
+               "Commands:\n");
   for (const auto& c : kCommands) {
     std::fprintf(to, "  %-10.*s %.*s\n", static_cast<int>(c.name.size()), c.name.data(),
                  static_cast<int>(c.summary.size()), c.summary.data());

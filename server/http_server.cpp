@@ -52,7 +52,9 @@ struct HttpServer::Impl {
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
   Impl(ServerConfig c, ServedModel m, MetricsRegistry* registry)
-      : config(std::move(c)), model(std::move(m)), metrics(registry),
+      : config(std::move(c)),
+        model(std::move(m)),
+        metrics(registry),
         requests(registry->counter("dsocr_http_requests_total",
                                    "HTTP requests answered, by route and status.",
                                    {"route", "status"})) {
@@ -92,8 +94,7 @@ struct HttpServer::Impl {
       res.set_content(metrics->render(), "text/plain; version=0.0.4; charset=utf-8");
     });
 
-    http.Post("/v1/chat/completions", [this](const httplib::Request& req,
-                                             httplib::Response& res) {
+    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
       json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
       if (body.is_discarded()) {
         return send_error(res, invalid_argument("the request body is not valid JSON"));
@@ -124,19 +125,19 @@ struct HttpServer::Impl {
       }
     });
 
-    http.set_exception_handler([this](const httplib::Request& req, httplib::Response& res,
-                                      std::exception_ptr ep) {
-      std::string what = "unknown exception";
-      try {
-        if (ep) std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
-      log::ScopedRequestId id(res.get_header_value("X-Request-Id"));
-      logger->error("{} {}: internal error: {}", req.method, req.path, what);
-      send_error(res, internal_error("internal server error"));
-    });
+    http.set_exception_handler(
+        [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+          std::string what = "unknown exception";
+          try {
+            if (ep) std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          log::ScopedRequestId id(res.get_header_value("X-Request-Id"));
+          logger->error("{} {}: internal error: {}", req.method, req.path, what);
+          send_error(res, internal_error("internal server error"));
+        });
 
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       std::string route = req.path;

@@ -36,8 +36,8 @@ int run(int argc, char** argv) {
     std::cout << help;
     return 0;
   }
-  Status logging = log::configure({.level = config->log_level,
-                                   .format = *log::parse_format(config->log_format)});
+  Status logging = log::configure(
+      {.level = config->log_level, .format = *log::parse_format(config->log_format)});
   if (!logging.ok()) {
     std::cerr << "dsocr-server: " << logging.message() << "\n";
     return 2;
@@ -60,12 +60,12 @@ int run(int argc, char** argv) {
   }
   server::ServedModel model{
       .id = config->served_model_name.empty() ? source->name : config->served_model_name,
-      .description = source->kind == weights::ModelSource::Kind::kDemo
-                         ? "built-in demo model"
-                         : source->dir.string()};
-  logger->info("model '{}' from {} on {}; serving /health, /v1/models and /metrics "
-               "(generation lands with the engine)",
-               model.id, model.description, *device);
+      .description = source->kind == weights::ModelSource::Kind::kDemo ? "built-in demo model"
+                                                                       : source->dir.string()};
+  logger->info(
+      "model '{}' from {} on {}; serving /health, /v1/models and /metrics "
+      "(generation lands with the engine)",
+      model.id, model.description, *device);
 
   MetricsRegistry metrics;
   server::HttpServer http(*config, model, &metrics);

@@ -30,8 +30,7 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
   flags.add_string("host", &config.host, "address to listen on (0.0.0.0 for all)", "DSOCR_HOST");
   flags.add_int("port", &config.port, "port to listen on (0: any free port)", "DSOCR_PORT");
   flags.add_string("device", &config.device, "auto, cpu, cuda or cuda:N", "DSOCR_DEVICE");
-  flags.add_int("http-threads", &config.http_threads, "HTTP worker threads",
-                "DSOCR_HTTP_THREADS");
+  flags.add_int("http-threads", &config.http_threads, "HTTP worker threads", "DSOCR_HTTP_THREADS");
   flags.add_int("max-body-bytes", &config.max_body_bytes, "largest request body accepted",
                 "DSOCR_MAX_BODY_BYTES");
   flags.add_string("log-level", &config.log_level,

@@ -81,8 +81,8 @@ std::optional<fs::path> find_cached_snapshot(const fs::path& cache_dir, const Hu
   } else {
     std::ifstream ref(repo_dir / "refs" / id.revision);
     if (!ref || !std::getline(ref, commit)) return std::nullopt;
-    while (!commit.empty() && (commit.back() == '\n' || commit.back() == '\r' ||
-                               commit.back() == ' ')) {
+    while (!commit.empty() &&
+           (commit.back() == '\n' || commit.back() == '\r' || commit.back() == ' ')) {
       commit.pop_back();
     }
     if (!is_commit_hash(commit)) return std::nullopt;

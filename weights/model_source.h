@@ -48,9 +48,9 @@ std::optional<std::filesystem::path> find_cached_snapshot(const std::filesystem:
 struct ModelSource {
   enum class Kind { kDemo, kLocalDir, kHubCache };
   Kind kind = Kind::kDemo;
-  std::string spec;             // what the user wrote
-  std::filesystem::path dir;    // empty for kDemo
-  std::string name;             // what /v1/models calls it by default: "demo", "org/name", dir name
+  std::string spec;           // what the user wrote
+  std::filesystem::path dir;  // empty for kDemo
+  std::string name;           // what /v1/models calls it by default: "demo", "org/name", dir name
 };
 
 // Resolves `spec` without touching the network. A hub id that is not cached is kNotFound with a

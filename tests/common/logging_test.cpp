@@ -3,9 +3,9 @@
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <catch2/catch.hpp>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <iostream>
 #include <thread>
 
 namespace dsocr {

@@ -67,7 +67,8 @@ TEST_CASE("Metrics: names are validated", "[metrics]") {
 TEST_CASE("Metrics: concurrent updates are all counted", "[metrics][stress]") {
   MetricsRegistry registry;
   auto& counter = registry.counter("c_total", "c", {"t"});
-  auto& hist = registry.histogram("h_seconds", "h", {}, MetricsRegistry::exponential_bounds(1, 2, 4));
+  auto& hist =
+      registry.histogram("h_seconds", "h", {}, MetricsRegistry::exponential_bounds(1, 2, 4));
   auto& gauge = registry.gauge("g", "g").labels({});
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {

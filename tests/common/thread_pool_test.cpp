@@ -2,9 +2,9 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <mutex>
 #include <set>
 #include <stdexcept>
-#include <mutex>
 
 namespace dsocr {
 namespace {
@@ -38,17 +38,20 @@ TEST_CASE("ThreadPool: a full queue is backpressure, not growth", "[thread_pool]
   std::mutex gate;
   gate.lock();  // the worker blocks on the first task
   std::atomic<int> ran{0};
-  REQUIRE(pool.try_submit([&] { std::lock_guard<std::mutex> l(gate); ++ran; }));
+  REQUIRE(pool.try_submit([&] {
+    std::lock_guard<std::mutex> l(gate);
+    ++ran;
+  }));
   // Wait until the worker has taken the first task, so the queue is empty again.
   while (pool.queued() != 0) std::this_thread::sleep_for(1ms);
   CHECK(pool.try_submit([&] { ++ran; }));
   CHECK(pool.try_submit([&] { ++ran; }));
-  CHECK_FALSE(pool.try_submit([&] { ++ran; }));         // queue of 2 is full
-  CHECK_FALSE(pool.submit([&] { ++ran; }, 20ms));       // still full after waiting
+  CHECK_FALSE(pool.try_submit([&] { ++ran; }));    // queue of 2 is full
+  CHECK_FALSE(pool.submit([&] { ++ran; }, 20ms));  // still full after waiting
   gate.unlock();
   pool.shutdown();
   CHECK(ran == 3);
-  CHECK_FALSE(pool.try_submit([&] { ++ran; }));         // shut down
+  CHECK_FALSE(pool.try_submit([&] { ++ran; }));  // shut down
 }
 
 TEST_CASE("ThreadPool: futures and throwing tasks", "[thread_pool]") {

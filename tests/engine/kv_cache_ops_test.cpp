@@ -43,8 +43,8 @@ TEST_CASE("write_kv_cache: rows land at their slots, negative slots skipped", "[
 TEST_CASE("write_kv_cache: K/V taken from a strided view (fused qkv output)", "[kv_cache]") {
   at::Tensor qkv = at::randn({4, 3 * kHeads * kHeadDim});
   at::Tensor key = qkv.narrow(1, kHeads * kHeadDim, kHeads * kHeadDim).view({4, kHeads, kHeadDim});
-  at::Tensor value = qkv.narrow(1, 2 * kHeads * kHeadDim, kHeads * kHeadDim)
-                         .view({4, kHeads, kHeadDim});
+  at::Tensor value =
+      qkv.narrow(1, 2 * kHeads * kHeadDim, kHeads * kHeadDim).view({4, kHeads, kHeadDim});
   at::Tensor slots = at::tensor({3, 2, 1, 0}, at::kLong);
   at::Tensor key_cache = empty_cache(at::kFloat, at::kCPU);
   at::Tensor value_cache = empty_cache(at::kFloat, at::kCPU);
@@ -74,8 +74,8 @@ TEST_CASE("write_kv_cache: CUDA kernel equals the reference", "[kv_cache][cuda]"
     at::Device cuda(at::kCUDA, 0);
     at::Tensor qkv = at::randn({9, 3 * kHeads * kHeadDim}).to(dtype);
     at::Tensor key = qkv.narrow(1, 0, kHeads * kHeadDim).view({9, kHeads, kHeadDim});
-    at::Tensor value = qkv.narrow(1, kHeads * kHeadDim, kHeads * kHeadDim)
-                           .view({9, kHeads, kHeadDim});
+    at::Tensor value =
+        qkv.narrow(1, kHeads * kHeadDim, kHeads * kHeadDim).view({9, kHeads, kHeadDim});
     at::Tensor slots = at::tensor({4, -1, 0, 19, 8, 9, 10, -1, 2}, at::kLong);
     at::Tensor ref_k = empty_cache(dtype, at::kCPU), ref_v = empty_cache(dtype, at::kCPU);
     write_kv_cache_reference(key, value, ref_k, ref_v, slots);

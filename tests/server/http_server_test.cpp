@@ -19,8 +19,7 @@ struct RunningServer {
   HttpServer server;
   std::thread thread;
   explicit RunningServer(ServerConfig config = {})
-      : server((config.port = 0, config.http_threads = 4, config), {.id = "test-model"},
-               &metrics) {
+      : server((config.port = 0, config.http_threads = 4, config), {.id = "test-model"}, &metrics) {
     REQUIRE(server.bind().ok());
     thread = std::thread([this] { server.serve(); });
   }
@@ -78,9 +77,9 @@ TEST_CASE("HTTP: errors have the OpenAI shape and the right status", "[http]") {
                     "invalid_request_error");
   check_error_shape(c.Post("/v1/chat/completions", "[1,2]", "application/json"), 400,
                     "invalid_request_error");
-  check_error_shape(c.Post("/v1/chat/completions", R"({"model":"test-model","messages":[]})",
-                           "application/json"),
-                    501, "not_implemented_error");
+  check_error_shape(
+      c.Post("/v1/chat/completions", R"({"model":"test-model","messages":[]})", "application/json"),
+      501, "not_implemented_error");
   // The server keeps serving after every one of them.
   auto health = c.Get("/health");
   REQUIRE(health);
