@@ -136,7 +136,7 @@ std::shared_ptr<spdlog::logger> get(std::string_view module) {
   return logger;
 }
 
-void set_sink(std::shared_ptr<spdlog::sinks::sink> sink) {
+void set_sink(const std::shared_ptr<spdlog::sinks::sink>& sink) {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
   sink->set_formatter(make_formatter(r.options.format));

@@ -39,7 +39,7 @@ Status configure(const Options& options);
 std::shared_ptr<spdlog::logger> get(std::string_view module);
 
 // Replaces the shared sink (default: stderr). For tests that read what was logged.
-void set_sink(std::shared_ptr<spdlog::sinks::sink> sink);
+void set_sink(const std::shared_ptr<spdlog::sinks::sink>& sink);
 
 // Marks the current thread as working for one request until the scope ends (restores the
 // previous id, so scopes nest).

@@ -1,5 +1,6 @@
 // dsocr-server: parse flags, resolve the model, start the HTTP server, stop cleanly on SIGINT or
 // SIGTERM (exit 0).
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -75,15 +76,21 @@ int run(int argc, char** argv) {
   }
   logger->info("listening on http://{}:{}", config->host, http.port());
 
+  std::atomic<bool> serving{true};
   std::thread signal_waiter([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    logger->info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    http.stop();
+    // Polls with a timeout so that it also ends when serve() returns on its own.
+    const timespec poll_interval{0, 200 * 1000 * 1000};
+    while (serving) {
+      int sig = sigtimedwait(&stop_signals, nullptr, &poll_interval);
+      if (sig == SIGINT || sig == SIGTERM) {
+        logger->info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        http.stop();
+        return;
+      }
+    }
   });
   http.serve();
-  // serve() also returns if the listener fails; wake the waiter so it can be joined.
-  pthread_kill(signal_waiter.native_handle(), SIGTERM);
+  serving = false;
   signal_waiter.join();
   logger->info("stopped");
   return 0;
