@@ -1,9 +1,12 @@
 // dsocr: the command-line tool. One binary, subcommands:
 //   dsocr info [--model M] [--json]   build, libtorch, devices, and where --model resolves
+//   dsocr tokenize --model M [--decode]   JSON Lines: strings -> id arrays (or back)
 //   dsocr version
 // Later issues add make-model, tokenize, preprocess, generate, ocr and bench here, each as one
 // entry of kCommands.
 #include <cstdio>
+#include <algorithm>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <string_view>
@@ -13,6 +16,7 @@
 #include "common/flags.h"
 #include "common/version.h"
 #include "engine/device.h"
+#include "tokenizer/tokenizer.h"
 #include "weights/model_source.h"
 
 namespace {
@@ -80,6 +84,72 @@ int cmd_info(int argc, const char* const* argv) {
   return rc;
 }
 
+// Reads JSON Lines from stdin: each line a JSON string, answered by the JSON array of its ids
+// (no special tokens added); with --decode each line an array of ids, answered by the decoded
+// string (special tokens kept). A malformed line stops with its line number (exit 1).
+int cmd_tokenize(int argc, const char* const* argv) {
+  std::string model;
+  bool decode = false;
+  FlagSet flags("dsocr tokenize",
+                "Tokenize JSON Lines from stdin with a model's tokenizer.json (no weights needed).");
+  flags.add_string("model", &model, "a directory holding tokenizer.json, or a cached hub id");
+  flags.add_bool("decode", &decode, "read id arrays, write strings");
+  if (Status s = flags.parse(argc, argv, 2); !s.ok()) {
+    std::cerr << "dsocr tokenize: " << s.message() << "\n";
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::cout << flags.usage();
+    return 0;
+  }
+  if (model.empty()) {
+    std::cerr << "dsocr tokenize: --model is required\n";
+    return 2;
+  }
+  std::filesystem::path dir = model;
+  if (!std::filesystem::is_directory(dir)) {
+    auto source = weights::resolve_model_source(model, weights::hub_cache_dir());
+    if (!source.ok()) {
+      std::cerr << "dsocr tokenize: " << source.status().message() << "\n";
+      return 1;
+    }
+    dir = source->dir;
+  }
+  auto tokenizer = tokenizer::Tokenizer::from_file(dir / "tokenizer.json");
+  if (!tokenizer.ok()) {
+    std::cerr << "dsocr tokenize: " << tokenizer.status().message() << "\n";
+    return 1;
+  }
+  std::ios::sync_with_stdio(false);
+  std::string line, out;
+  for (size_t line_no = 1; std::getline(std::cin, line); ++line_no) {
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    out.clear();
+    if (!decode && j.is_string()) {
+      std::vector<int32_t> ids = (*tokenizer)->encode(j.get_ref<const std::string&>());
+      out.push_back('[');
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (i) out.push_back(',');
+        out += std::to_string(ids[i]);
+      }
+      out.push_back(']');
+    } else if (decode && j.is_array() &&
+               std::all_of(j.begin(), j.end(), [](const auto& v) { return v.is_number_integer(); })) {
+      std::vector<int32_t> ids = j.get<std::vector<int32_t>>();
+      // ASCII-only output: no consumer can mistake U+2028 or U+0085 in the text for a line end.
+      out = nlohmann::json((*tokenizer)->decode(ids)).dump(-1, ' ', /*ensure_ascii=*/true);
+    } else {
+      std::cerr << "dsocr tokenize: line " << line_no << ": expected "
+                << (decode ? "a JSON array of integer ids" : "a JSON string") << "\n";
+      return 1;
+    }
+    out.push_back('\n');
+    std::cout << out;
+  }
+  std::cout.flush();
+  return 0;
+}
+
 struct Command {
   std::string_view name;
   std::string_view summary;
@@ -88,6 +158,7 @@ struct Command {
 
 const Command kCommands[] = {
     {"info", "build, libtorch, compute devices, model location", cmd_info},
+    {"tokenize", "JSON Lines text <-> token ids with a model's tokenizer", cmd_tokenize},
     {"version", "print the version", cmd_version},
 };
 
