@@ -28,6 +28,8 @@ function(dsocr_add_catch_test name)
   add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/catch_main.cpp ${ARG_SOURCES})
   dsocr_target_defaults(${name})
   target_link_libraries(${name} PRIVATE Catch2::Catch2 ${ARG_DEPS})
+  # Where tests find tests/data and ../shared when DSOCR_SOURCE_DIR is not set (ctest sets it).
+  target_compile_definitions(${name} PRIVATE DSOCR_TEST_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
   if(ARG_TORCH)
     dsocr_use_torch(${name} PRIVATE)
   endif()

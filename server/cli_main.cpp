@@ -4,8 +4,8 @@
 //   dsocr version
 // Later issues add make-model, tokenize, preprocess, generate, ocr and bench here, each as one
 // entry of kCommands.
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -90,8 +90,9 @@ int cmd_info(int argc, const char* const* argv) {
 int cmd_tokenize(int argc, const char* const* argv) {
   std::string model;
   bool decode = false;
-  FlagSet flags("dsocr tokenize",
-                "Tokenize JSON Lines from stdin with a model's tokenizer.json (no weights needed).");
+  FlagSet flags(
+      "dsocr tokenize",
+      "Tokenize JSON Lines from stdin with a model's tokenizer.json (no weights needed).");
   flags.add_string("model", &model, "a directory holding tokenizer.json, or a cached hub id");
   flags.add_bool("decode", &decode, "read id arrays, write strings");
   if (Status s = flags.parse(argc, argv, 2); !s.ok()) {
@@ -133,8 +134,9 @@ int cmd_tokenize(int argc, const char* const* argv) {
         out += std::to_string(ids[i]);
       }
       out.push_back(']');
-    } else if (decode && j.is_array() &&
-               std::all_of(j.begin(), j.end(), [](const auto& v) { return v.is_number_integer(); })) {
+    } else if (decode && j.is_array() && std::all_of(j.begin(), j.end(), [](const auto& v) {
+                 return v.is_number_integer();
+               })) {
       std::vector<int32_t> ids = j.get<std::vector<int32_t>>();
       // ASCII-only output: no consumer can mistake U+2028 or U+0085 in the text for a line end.
       out = nlohmann::json((*tokenizer)->decode(ids)).dump(-1, ' ', /*ensure_ascii=*/true);

@@ -33,7 +33,8 @@ std::optional<std::string> mapped_to_bytes(std::string_view token) {
 StatusOr<std::unique_ptr<BpeModel>> BpeModel::from_json(const json& j, bool byte_level) {
   if (!j.is_object() || j.value("type", std::string("BPE")) != "BPE") {
     std::string type = j.is_object() ? j.value("type", std::string("?")) : "?";
-    return unimplemented("tokenizer.json: model '" + type + "' is not supported by dsocr (BPE only)");
+    return unimplemented("tokenizer.json: model '" + type +
+                         "' is not supported by dsocr (BPE only)");
   }
   if (j.contains("dropout") && !j["dropout"].is_null() && j["dropout"].get<double>() > 0) {
     return unimplemented("tokenizer.json: BPE dropout is not supported (inference only)");

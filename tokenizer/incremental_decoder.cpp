@@ -8,9 +8,7 @@ IncrementalDecoder::IncrementalDecoder(std::shared_ptr<const Tokenizer> tokenize
                                        bool skip_special_tokens)
     : tokenizer_(std::move(tokenizer)), skip_special_tokens_(skip_special_tokens) {}
 
-std::string IncrementalDecoder::push(int32_t id) {
-  return push(std::span<const int32_t>(&id, 1));
-}
+std::string IncrementalDecoder::push(int32_t id) { return push(std::span<const int32_t>(&id, 1)); }
 
 std::string IncrementalDecoder::push(std::span<const int32_t> ids) {
   for (int32_t id : ids) pending_.append(tokenizer_->token_bytes(id, skip_special_tokens_));

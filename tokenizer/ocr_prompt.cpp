@@ -22,8 +22,7 @@ std::optional<std::string_view> ocr_task_prompt(std::string_view task) {
   return std::nullopt;
 }
 
-StatusOr<std::string> chat_prompt_text(std::span<const std::string> text_parts,
-                                       size_t num_images) {
+StatusOr<std::string> chat_prompt_text(std::span<const std::string> text_parts, size_t num_images) {
   std::string text;
   for (size_t i = 0; i < text_parts.size(); ++i) {
     if (i) text += "\n";

@@ -25,7 +25,9 @@
 namespace dsocr::tokenizer {
 
 inline constexpr std::string_view kImageMarker = "<image>";
-inline constexpr std::string_view kBosToken = "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+inline constexpr std::string_view kBosToken =
+    "<\xEF\xBD\x9C"
+    "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
 
 // The official task prompts: "document" (markdown with layout boxes) and "free" (plain OCR).
 std::optional<std::string_view> ocr_task_prompt(std::string_view task);

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <array>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <unordered_map>
 
 #include "tokenizer/onig_regex.h"
@@ -337,7 +337,8 @@ StatusOr<std::unique_ptr<PreTokenizer>> make_one_pre_tokenizer(const json& j, bo
     *byte_level = true;
     std::optional<Pattern> split;
     if (get_bool(j, "use_regex", true)) {
-      DSOCR_ASSIGN_OR_RETURN(Pattern p, Pattern::from_json(json{{"Regex", kGpt2Regex}}, "ByteLevel"));
+      DSOCR_ASSIGN_OR_RETURN(Pattern p,
+                             Pattern::from_json(json{{"Regex", kGpt2Regex}}, "ByteLevel"));
       split = std::move(p);
     }
     return std::unique_ptr<PreTokenizer>(

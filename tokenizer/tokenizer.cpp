@@ -134,10 +134,10 @@ struct Tokenizer::Impl {
   std::unique_ptr<BpeModel> model;
   std::vector<AddedToken> added;
   std::unordered_map<std::string, int32_t> added_by_content;
-  TokenMatcher raw_matcher;         // normalized == false
-  TokenMatcher normalized_matcher;  // normalized == true, matched on normalized text
-  std::vector<std::string> id_to_token;      // "" where no token
-  std::vector<std::string> id_bytes;         // decoder output per id
+  TokenMatcher raw_matcher;              // normalized == false
+  TokenMatcher normalized_matcher;       // normalized == true, matched on normalized text
+  std::vector<std::string> id_to_token;  // "" where no token
+  std::vector<std::string> id_bytes;     // decoder output per id
   std::vector<uint8_t> id_special;
   bool byte_level_decoder = false;
   // Post-processor template for add_special_tokens (TemplateProcessing "single").
@@ -198,10 +198,12 @@ StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::from_json_text(std::string
   auto impl = std::make_unique<Impl>();
   try {
     DSOCR_ASSIGN_OR_RETURN(impl->normalizer, make_normalizer(j.value("normalizer", json())));
-    DSOCR_ASSIGN_OR_RETURN(PreTokenizerInfo pre, make_pre_tokenizer(j.value("pre_tokenizer", json())));
+    DSOCR_ASSIGN_OR_RETURN(PreTokenizerInfo pre,
+                           make_pre_tokenizer(j.value("pre_tokenizer", json())));
     impl->pre_tokenizer = std::move(pre.pre_tokenizer);
     impl->byte_level = pre.byte_level;
-    DSOCR_ASSIGN_OR_RETURN(impl->model, BpeModel::from_json(j.value("model", json()), pre.byte_level));
+    DSOCR_ASSIGN_OR_RETURN(impl->model,
+                           BpeModel::from_json(j.value("model", json()), pre.byte_level));
 
     int32_t max_id = -1;
     for (const auto& [token, id] : impl->model->vocab()) max_id = std::max(max_id, id);
@@ -214,7 +216,8 @@ StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::from_json_text(std::string
       tok.rstrip = a.value("rstrip", false);
       tok.single_word = a.value("single_word", false);
       tok.normalized = a.value("normalized", !tok.special);
-      if (tok.id < 0) return invalid_argument("added token '" + tok.content + "' has a negative id");
+      if (tok.id < 0)
+        return invalid_argument("added token '" + tok.content + "' has a negative id");
       max_id = std::max(max_id, tok.id);
       impl->added_by_content[tok.content] = tok.id;
       impl->added.push_back(std::move(tok));
@@ -260,8 +263,10 @@ StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::from_json_text(std::string
       for (size_t i = 0; i < token.size() && all_mapped;) {
         size_t len = valid_sequence_length(token, i);
         int b = len ? unicode_to_byte(decode_code_point(token, i, len)) : -1;
-        if (b < 0) all_mapped = false;
-        else bytes.push_back(static_cast<char>(b)), i += len;
+        if (b < 0)
+          all_mapped = false;
+        else
+          bytes.push_back(static_cast<char>(b)), i += len;
       }
       impl->id_bytes[id] = all_mapped ? bytes : token;
     }
@@ -353,7 +358,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
-  if (auto it = impl_->added_by_content.find(std::string(token)); it != impl_->added_by_content.end()) {
+  if (auto it = impl_->added_by_content.find(std::string(token));
+      it != impl_->added_by_content.end()) {
     return it->second;
   }
   const auto& vocab = impl_->model->vocab();
