@@ -1,10 +1,13 @@
 // dsocr: the command-line tool. One binary, subcommands:
 //   dsocr info [--model M] [--json]   build, libtorch, devices, and where --model resolves
 //   dsocr tokenize --model M [--decode]   JSON Lines: strings -> id arrays (or back)
+//   dsocr make-model --preset P --out DIR [--seed N] [--dtype bf16|f32] [--tokenizer-dir D]
 //   dsocr version
 // Later issues add make-model, tokenize, preprocess, generate, ocr and bench here, each as one
 // entry of kCommands.
+#include <unistd.h>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -17,6 +20,7 @@
 #include "common/version.h"
 #include "engine/device.h"
 #include "tokenizer/tokenizer.h"
+#include "weights/make_model.h"
 #include "weights/model_source.h"
 
 namespace {
@@ -152,6 +156,66 @@ int cmd_tokenize(int argc, const char* const* argv) {
   return 0;
 }
 
+// Writes a random-weight checkpoint with the official structure (weights/make_model.h).
+int cmd_make_model(int argc, const char* const* argv) {
+  weights::MakeModelOptions options;
+  std::string out, dtype = "bf16", tokenizer_dir = DSOCR_DEFAULT_MODEL_FILES_DIR;
+  int64_t seed = 0;
+  FlagSet flags(
+      "dsocr make-model",
+      "Write a random-weight DeepSeek-OCR-2 checkpoint (official tensor names and layout).");
+  flags.add_string("preset", &options.preset, "tiny (unit tests), small (CPU benchmarks) or full");
+  flags.add_int("seed", &seed, "random seed (same seed, same bytes)");
+  flags.add_string("dtype", &dtype, "bf16 or f32");
+  flags.add_string("out", &out, "output directory");
+  flags.add_string("tokenizer-dir", &tokenizer_dir,
+                   "directory whose tokenizer.json (and config files) are copied; empty: none");
+  if (Status s = flags.parse(argc, argv, 2); !s.ok()) {
+    std::cerr << "dsocr make-model: " << s.message() << "\n";
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::cout << flags.usage();
+    return 0;
+  }
+  if (out.empty()) {
+    std::cerr << "dsocr make-model: --out is required\n";
+    return 2;
+  }
+  if (dtype != "bf16" && dtype != "f32") {
+    std::cerr << "dsocr make-model: --dtype must be bf16 or f32\n";
+    return 2;
+  }
+  options.seed = static_cast<uint64_t>(seed);
+  options.dtype = dtype == "bf16" ? weights::DType::kBF16 : weights::DType::kF32;
+  options.out = out;
+  options.tokenizer_dir = tokenizer_dir;
+  const bool tty = isatty(STDERR_FILENO);
+  auto last_report = std::chrono::steady_clock::now();
+  auto progress = [&](uint64_t done, uint64_t total, const std::string& name) {
+    auto now = std::chrono::steady_clock::now();
+    if (done != total && now - last_report < std::chrono::milliseconds(tty ? 100 : 5000)) return;
+    last_report = now;
+    int pct = total ? static_cast<int>(100 * done / total) : 100;
+    if (tty) {
+      int bar = pct * 30 / 100;
+      std::fprintf(stderr, "\r[%-30s] %3d%%  %.2f / %.2f GB", std::string(bar, '#').c_str(), pct,
+                   done / 1e9, total / 1e9);
+      if (done == total) std::fprintf(stderr, "\n");
+    } else {
+      std::fprintf(stderr, "make-model: %d%% (%.2f / %.2f GB), at %s\n", pct, done / 1e9,
+                   total / 1e9, name.c_str());
+    }
+  };
+  if (Status s = weights::make_model(options, progress); !s.ok()) {
+    std::cerr << "dsocr make-model: " << s.message() << "\n";
+    return 1;
+  }
+  std::cout << "wrote " << options.preset << " model (seed " << seed << ", " << dtype << ") to "
+            << out << "\n";
+  return 0;
+}
+
 struct Command {
   std::string_view name;
   std::string_view summary;
@@ -160,6 +224,7 @@ struct Command {
 
 const Command kCommands[] = {
     {"info", "build, libtorch, compute devices, model location", cmd_info},
+    {"make-model", "write a random-weight checkpoint (tiny, small, full)", cmd_make_model},
     {"tokenize", "JSON Lines text <-> token ids with a model's tokenizer", cmd_tokenize},
     {"version", "print the version", cmd_version},
 };

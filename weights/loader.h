@@ -1,0 +1,31 @@
+// Strict loading of checkpoint tensors into libtorch modules, by the modules' own names.
+//
+// Every parameter and buffer of the module, named "<prefix><name>" in the checkpoint, must be
+// present with its exact shape and a compatible dtype; every checkpoint tensor under the prefix
+// must be used. All problems are reported in one error (missing, unexpected, shape, dtype), and
+// nothing is assigned unless everything checks out: a module is never half-loaded. Tensors are
+// converted to the module's dtype and device (or LoadOptions') once, at load.
+//
+// Thread-safety: loads into one module from one thread; the StateDict may be shared.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <optional>
+#include <string>
+
+#include "common/status.h"
+#include "weights/safetensors.h"
+
+namespace dsocr::weights {
+
+struct LoadOptions {
+  std::string prefix;                   // e.g. "model.sam_model."
+  std::optional<at::ScalarType> dtype;  // default: each parameter's current dtype
+  std::optional<at::Device> device;     // default: each parameter's current device
+  bool allow_unexpected = false;        // checkpoint tensors under prefix the module lacks
+};
+
+Status load_module(torch::nn::Module& module, const StateDict& weights, const LoadOptions& options);
+
+}  // namespace dsocr::weights
