@@ -2,6 +2,8 @@
 // SIGTERM (exit 0).
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <thread>
@@ -12,9 +14,26 @@
 #include "engine/device.h"
 #include "server/http_server.h"
 #include "server/server_config.h"
+#include "weights/make_model.h"
+#include "weights/model_config.h"
 #include "weights/model_source.h"
 
 namespace {
+
+// Where dsocr keeps what it generates (the demo model): $DSOCR_CACHE_DIR, else
+// $XDG_CACHE_HOME/dsocr, else ~/.cache/dsocr.
+std::filesystem::path dsocr_cache_dir() {
+  if (const char* d = std::getenv("DSOCR_CACHE_DIR"); d && *d) return d;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::filesystem::path(x) / "dsocr";
+  const char* home = std::getenv("HOME");
+  return std::filesystem::path(home && *home ? home : "/tmp") / ".cache" / "dsocr";
+}
+
+// DeepSeek-OCR-2's tokenizer and config files: $DSOCR_MODEL_FILES_DIR, else the copy in the build.
+std::filesystem::path model_files_dir() {
+  if (const char* d = std::getenv("DSOCR_MODEL_FILES_DIR"); d && *d) return d;
+  return DSOCR_DEFAULT_MODEL_FILES_DIR;
+}
 
 int run(int argc, char** argv) {
   using namespace dsocr;
@@ -59,14 +78,28 @@ int run(int argc, char** argv) {
     logger->error("{}", source.status().message());
     return 2;
   }
+  std::filesystem::path model_dir = source->dir;
+  if (source->kind == weights::ModelSource::Kind::kDemo) {
+    auto demo = weights::ensure_demo_model(dsocr_cache_dir(), model_files_dir());
+    if (!demo.ok()) {
+      logger->error("{}", demo.status().message());
+      return 1;
+    }
+    model_dir = *demo;
+  }
+  auto model_config = weights::ModelConfig::from_file(model_dir / "config.json");
+  if (!model_config.ok()) {
+    logger->error("{}", model_config.status().message());
+    return 2;
+  }
   server::ServedModel model{
       .id = config->served_model_name.empty() ? source->name : config->served_model_name,
-      .description = source->kind == weights::ModelSource::Kind::kDemo ? "built-in demo model"
-                                                                       : source->dir.string()};
-  logger->info(
-      "model '{}' from {} on {}; serving /health, /v1/models and /metrics "
-      "(generation lands with the engine)",
-      model.id, model.description, *device);
+      .description = model_dir.string()};
+  logger->info("model '{}' ({}{} language layers, hidden {}) from {} on {}; serving /health, "
+               "/v1/models and /metrics (generation lands with the engine)",
+               model.id, source->kind == weights::ModelSource::Kind::kDemo ? "demo, random weights, " : "",
+               model_config->language.num_hidden_layers, model_config->language.hidden_size,
+               model.description, *device);
 
   MetricsRegistry metrics;
   server::HttpServer http(*config, model, &metrics);

@@ -51,8 +51,9 @@ class ServerProcess:
 
 
 @pytest.fixture
-def demo_server():
-    server = ServerProcess("--model", "demo")
+def demo_server(tmp_path):
+    server = ServerProcess("--model", "demo", env={"DSOCR_CACHE_DIR": str(tmp_path / "cache")})
+    server.cache_dir = tmp_path / "cache"
     try:
         server.wait_healthy()
         yield server

@@ -28,6 +28,9 @@ def test_health_models_metrics_then_clean_sigterm(demo_server):
 
     rc, log = demo_server.stop()
     assert rc == 0, log
+    demo_dir = demo_server.cache_dir / "demo-tiny-seed0-f32-v1"
+    assert (demo_dir / "config.json").is_file() and (demo_dir / "tokenizer.json").is_file()
+    assert "demo, random weights" in log and str(demo_dir) in log
     assert "received SIGTERM" in log and "stopped" in log
     assert "GET /nope 404" in log
     assert "/health" not in log.split("listening on")[1]  # probes are not logged
