@@ -20,6 +20,7 @@
 #include "common/version.h"
 #include "engine/device.h"
 #include "tokenizer/tokenizer.h"
+#include "weights/hub_client.h"
 #include "weights/make_model.h"
 #include "weights/model_source.h"
 
@@ -113,7 +114,9 @@ int cmd_tokenize(int argc, const char* const* argv) {
   }
   std::filesystem::path dir = model;
   if (!std::filesystem::is_directory(dir)) {
-    auto source = weights::resolve_model_source(model, weights::hub_cache_dir());
+    auto hub = weights::HubOptions::from_environment();
+    hub.progress = weights::terminal_progress_reporter();
+    auto source = weights::resolve_or_download_model(model, hub, weights::is_tokenizer_file);
     if (!source.ok()) {
       std::cerr << "dsocr tokenize: " << source.status().message() << "\n";
       return 1;
@@ -216,6 +219,41 @@ int cmd_make_model(int argc, const char* const* argv) {
   return 0;
 }
 
+// Fetches a hub model into the Hugging Face cache and prints its snapshot directory.
+int cmd_download(int argc, const char* const* argv) {
+  bool tokenizer_only = false;
+  FlagSet flags("dsocr download", "Download a model (org/name[@revision]) into the hub cache.");
+  flags.add_bool("tokenizer-only", &tokenizer_only, "only config.json and the tokenizer files");
+  if (Status s = flags.parse(argc, argv, 2); !s.ok()) {
+    std::cerr << "dsocr download: " << s.message() << "\n";
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::cout << flags.usage()
+              << "Environment: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE, HF_HOME, HF_HUB_CACHE\n";
+    return 0;
+  }
+  if (flags.positionals().size() != 1) {
+    std::cerr << "dsocr download: give exactly one model id (org/name[@revision])\n";
+    return 2;
+  }
+  auto id = weights::parse_hub_repo_id(flags.positionals()[0]);
+  if (!id.ok()) {
+    std::cerr << "dsocr download: " << id.status().message() << "\n";
+    return 2;
+  }
+  auto hub = weights::HubOptions::from_environment();
+  hub.progress = weights::terminal_progress_reporter();
+  auto dir = weights::download_snapshot(
+      *id, hub, tokenizer_only ? weights::is_tokenizer_file : weights::is_wanted_model_file);
+  if (!dir.ok()) {
+    std::cerr << "dsocr download: " << dir.status().message() << "\n";
+    return 1;
+  }
+  std::cout << dir->string() << "\n";
+  return 0;
+}
+
 struct Command {
   std::string_view name;
   std::string_view summary;
@@ -223,6 +261,7 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"download", "fetch a model from the Hugging Face hub into its cache", cmd_download},
     {"info", "build, libtorch, compute devices, model location", cmd_info},
     {"make-model", "write a random-weight checkpoint (tiny, small, full)", cmd_make_model},
     {"tokenize", "JSON Lines text <-> token ids with a model's tokenizer", cmd_tokenize},

@@ -2,9 +2,9 @@
 // SIGTERM (exit 0).
 #include <atomic>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <cstdio>
 #include <iostream>
 #include <thread>
 
@@ -14,6 +14,7 @@
 #include "engine/device.h"
 #include "server/http_server.h"
 #include "server/server_config.h"
+#include "weights/hub_client.h"
 #include "weights/make_model.h"
 #include "weights/model_config.h"
 #include "weights/model_source.h"
@@ -24,7 +25,8 @@ namespace {
 // $XDG_CACHE_HOME/dsocr, else ~/.cache/dsocr.
 std::filesystem::path dsocr_cache_dir() {
   if (const char* d = std::getenv("DSOCR_CACHE_DIR"); d && *d) return d;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::filesystem::path(x) / "dsocr";
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    return std::filesystem::path(x) / "dsocr";
   const char* home = std::getenv("HOME");
   return std::filesystem::path(home && *home ? home : "/tmp") / ".cache" / "dsocr";
 }
@@ -73,7 +75,9 @@ int run(int argc, char** argv) {
     return 2;
   }
 
-  auto source = weights::resolve_model_source(config->model, weights::hub_cache_dir());
+  auto hub = weights::HubOptions::from_environment();
+  hub.progress = weights::terminal_progress_reporter();
+  auto source = weights::resolve_or_download_model(config->model, hub);
   if (!source.ok()) {
     logger->error("{}", source.status().message());
     return 2;
@@ -95,11 +99,12 @@ int run(int argc, char** argv) {
   server::ServedModel model{
       .id = config->served_model_name.empty() ? source->name : config->served_model_name,
       .description = model_dir.string()};
-  logger->info("model '{}' ({}{} language layers, hidden {}) from {} on {}; serving /health, "
-               "/v1/models and /metrics (generation lands with the engine)",
-               model.id, source->kind == weights::ModelSource::Kind::kDemo ? "demo, random weights, " : "",
-               model_config->language.num_hidden_layers, model_config->language.hidden_size,
-               model.description, *device);
+  logger->info(
+      "model '{}' ({}{} language layers, hidden {}) from {} on {}; serving /health, "
+      "/v1/models and /metrics (generation lands with the engine)",
+      model.id, source->kind == weights::ModelSource::Kind::kDemo ? "demo, random weights, " : "",
+      model_config->language.num_hidden_layers, model_config->language.hidden_size,
+      model.description, *device);
 
   MetricsRegistry metrics;
   server::HttpServer http(*config, model, &metrics);

@@ -125,9 +125,8 @@ StatusOr<ModelSource> resolve_model_source(std::string_view spec, const fs::path
   if (!snapshot) {
     return not_found("model '" + std::string(spec) + "' is not in the local hub cache (" +
                      hub_repo_dir(cache_dir, id).string() +
-                     ") and downloading from the hub is not available in this build. Put the "
-                     "model there with huggingface_hub, pass a local directory, or try "
-                     "--model demo (tiny random weights, runs anywhere).");
+                     "). Download it (dsocr download, or huggingface_hub), pass a local "
+                     "directory, or try --model demo (tiny random weights, runs anywhere).");
   }
   source.kind = ModelSource::Kind::kHubCache;
   source.dir = *snapshot;

@@ -6,7 +6,7 @@
 //   org/name[@revision]     a Hugging Face hub repository, found in the hub cache.
 // The hub cache is the one `huggingface_hub` uses ($HF_HUB_CACHE, else $HF_HOME/hub, else
 // ~/.cache/huggingface/hub; models--org--name/{refs,snapshots,blobs}), so a model downloaded by
-// either tool is found by both. Downloading into it is the hub client's job (weights/hub_client);
+// either tool is found by both. Downloading into it is the hub client's job (weights/hub_client.h);
 // this file only looks.
 //
 // Thread-safety: free functions without shared state.

@@ -4,7 +4,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from conftest import BIN_DIR, ServerProcess
+from conftest import BIN_DIR, ServerProcess, free_port
 
 
 def get(url: str):
@@ -51,11 +51,14 @@ def test_served_model_name_and_json_logs():
 
 
 def test_uncached_hub_model_exits_pointing_at_demo(tmp_path):
-    proc = subprocess.run([str(BIN_DIR / "dsocr-server"), "--model", "deepseek-ai/DeepSeek-OCR-2"],
-                          capture_output=True, text=True, timeout=60,
-                          env={"HF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 2
-    assert "--model demo" in proc.stderr
+    # Offline, and with a hub that does not answer (a closed loopback port): never the internet.
+    for env in ({"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}):
+        proc = subprocess.run(
+            [str(BIN_DIR / "dsocr-server"), "--model", "deepseek-ai/DeepSeek-OCR-2"],
+            capture_output=True, text=True, timeout=120,
+            env={"HF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **env})
+        assert proc.returncode == 2, proc.stderr
+        assert "--model demo" in proc.stderr
 
 
 def test_bad_flags_are_reported():
