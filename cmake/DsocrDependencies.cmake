@@ -72,19 +72,38 @@ if(DSOCR_CUDA)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   enable_language(CUDA)
   unset(CMAKE_CUDA_ARCHITECTURES)  # set per target (OFF): torch's -gencode flags decide
-else()
-  # The CUDA wheel's config asks for the toolkit; without it, tell it not to look so that the
-  # CPU build configures quietly and links only what it can use.
-  set(CMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit ON)
-  set(CAFFE2_USE_CUDA OFF)
 endif()
 
-list(APPEND CMAKE_PREFIX_PATH "${DSOCR_TORCH_PREFIX}")
-find_package(Torch REQUIRED)
-message(STATUS "libtorch ${Torch_VERSION} from ${DSOCR_TORCH_PREFIX} (wheel CUDA: "
-               "'${DSOCR_TORCH_CUDA_VERSION}', DSOCR_CUDA=${DSOCR_CUDA})")
-# torch's config sets a global CMAKE_CXX_FLAGS with its ABI flag; the torch target carries the same
-# flags as usage requirements, which is where we take them from.
+if(DSOCR_TORCH_CUDA_VERSION AND NOT CMAKE_CUDA_COMPILER)
+  # A CUDA wheel on a machine without the CUDA toolkit (a plain Debian box): the wheel's
+  # TorchConfig.cmake stops with "uses CUDA but I cannot find the CUDA libraries". The CPU part of
+  # libtorch needs none of it, so link the wheel's libraries directly (the wheel's own RUNPATH finds
+  # its CUDA libraries at run time; without a GPU they are never used).
+  execute_process(
+    COMMAND "${DSOCR_PYTHON}" -c
+            "import os, torch; print(os.path.dirname(torch.__file__)); print(torch.__version__.split('+')[0]); print(int(torch._C._GLIBCXX_USE_CXX11_ABI))"
+    OUTPUT_VARIABLE _torch_info OUTPUT_STRIP_TRAILING_WHITESPACE COMMAND_ERROR_IS_FATAL ANY)
+  string(REPLACE "\n" ";" _torch_info "${_torch_info}")
+  list(GET _torch_info 0 _torch_root)
+  list(GET _torch_info 1 Torch_VERSION)
+  list(GET _torch_info 2 _torch_abi)
+  add_library(dsocr_libtorch_cpu INTERFACE)
+  target_include_directories(dsocr_libtorch_cpu SYSTEM INTERFACE
+      "${_torch_root}/include" "${_torch_root}/include/torch/csrc/api/include")
+  target_link_libraries(dsocr_libtorch_cpu INTERFACE
+      "${_torch_root}/lib/libtorch.so" "${_torch_root}/lib/libtorch_cpu.so"
+      "${_torch_root}/lib/libc10.so")
+  target_compile_definitions(dsocr_libtorch_cpu INTERFACE _GLIBCXX_USE_CXX11_ABI=${_torch_abi})
+  set(TORCH_LIBRARIES dsocr_libtorch_cpu)
+  set(Torch_FOUND TRUE)
+  message(STATUS "libtorch ${Torch_VERSION} (CPU part of the CUDA wheel; no CUDA toolkit here) "
+                 "from ${_torch_root}")
+else()
+  list(APPEND CMAKE_PREFIX_PATH "${DSOCR_TORCH_PREFIX}")
+  find_package(Torch REQUIRED)
+  message(STATUS "libtorch ${Torch_VERSION} from ${DSOCR_TORCH_PREFIX} (wheel CUDA: "
+                 "'${DSOCR_TORCH_CUDA_VERSION}', DSOCR_CUDA=${DSOCR_CUDA})")
+endif()
 
 # The torch wheel's libtorch.so exports copies of libstdc++ functions it linked statically
 # (std::filesystem, std::chrono::tzdb, ... from a newer GCC). Whichever library comes first in a
