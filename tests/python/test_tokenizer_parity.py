@@ -154,3 +154,22 @@ def test_unicode_additions_table_is_current():
         [sys.executable, str(SOURCE_DIR / "tests" / "tools" / "gen_unicode_additions.py")],
         capture_output=True, text=True, check=True).stdout
     assert generated == (SOURCE_DIR / "tokenizer" / "unicode_16_additions.inc").read_text()
+
+
+def test_byte_fallback_unk_and_ignore_merges_family(tmp_path):
+    # Character-level BPE (no ByteLevel): unknown characters fall back to <0xXX> byte tokens, or to
+    # <unk> (fused) when byte_fallback is off; ignore_merges takes whole-word vocabulary hits.
+    texts = corpus(2500, seed=21)
+    for name, byte_fallback, ignore_merges in [("fallback", True, True), ("unk", False, False)]:
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=byte_fallback, fuse_unk=True,
+                                   ignore_merges=ignore_merges))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\s+"), behavior="removed")
+        specials = ["<unk>"] + [f"<0x{b:02X}>" for b in range(256)]
+        trainer = trainers.BpeTrainer(vocab_size=1200, show_progress=False, limit_alphabet=60,
+                                      special_tokens=specials)
+        tok.train_from_iterator(texts[:1500], trainer)
+        out = tmp_path / name
+        out.mkdir()
+        tok.save(str(out / "tokenizer.json"))
+        reference = Tokenizer.from_file(str(out / "tokenizer.json"))
+        assert_same_ids(reference, out, texts + ["漢字 ünïcødé 😀 plain words"])
