@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +29,21 @@ namespace {
 
 using namespace dsocr;
 
+// Parses a subcommand's flags. Returns the exit code when the command should stop here (--help:
+// 0, bad flags: 2), nullopt when it should run.
+std::optional<int> parse_command_flags(FlagSet& flags, int argc, const char* const* argv,
+                                       const char* extra_help = "") {
+  if (Status s = flags.parse(argc, argv, 2); !s.ok()) {
+    std::cerr << "dsocr " << argv[1] << ": " << s.message() << "\n";
+    return 2;
+  }
+  if (flags.help_requested()) {
+    std::cout << flags.usage() << extra_help;
+    return 0;
+  }
+  return std::nullopt;
+}
+
 int cmd_version(int argc, const char* const* argv) {
   std::cout << build_summary() << "\n";
   return 0;
@@ -39,14 +55,7 @@ int cmd_info(int argc, const char* const* argv) {
   FlagSet flags("dsocr info", "Print the build, libtorch, compute devices and model location.");
   flags.add_string("model", &model, "also resolve this --model value");
   flags.add_bool("json", &as_json, "print one JSON object");
-  if (Status s = flags.parse(argc, argv, 2); !s.ok()) {
-    std::cerr << "dsocr info: " << s.message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.usage();
-    return 0;
-  }
+  if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
   engine::DeviceInfo info = engine::probe_devices();
   nlohmann::json out = {{"version", version()},
                         {"build", build_summary()},
@@ -100,14 +109,7 @@ int cmd_tokenize(int argc, const char* const* argv) {
       "Tokenize JSON Lines from stdin with a model's tokenizer.json (no weights needed).");
   flags.add_string("model", &model, "a directory holding tokenizer.json, or a cached hub id");
   flags.add_bool("decode", &decode, "read id arrays, write strings");
-  if (Status s = flags.parse(argc, argv, 2); !s.ok()) {
-    std::cerr << "dsocr tokenize: " << s.message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.usage();
-    return 0;
-  }
+  if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
   if (model.empty()) {
     std::cerr << "dsocr tokenize: --model is required\n";
     return 2;
@@ -173,14 +175,7 @@ int cmd_make_model(int argc, const char* const* argv) {
   flags.add_string("out", &out, "output directory");
   flags.add_string("tokenizer-dir", &tokenizer_dir,
                    "directory whose tokenizer.json (and config files) are copied; empty: none");
-  if (Status s = flags.parse(argc, argv, 2); !s.ok()) {
-    std::cerr << "dsocr make-model: " << s.message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.usage();
-    return 0;
-  }
+  if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
   if (out.empty()) {
     std::cerr << "dsocr make-model: --out is required\n";
     return 2;
@@ -224,15 +219,10 @@ int cmd_download(int argc, const char* const* argv) {
   bool tokenizer_only = false;
   FlagSet flags("dsocr download", "Download a model (org/name[@revision]) into the hub cache.");
   flags.add_bool("tokenizer-only", &tokenizer_only, "only config.json and the tokenizer files");
-  if (Status s = flags.parse(argc, argv, 2); !s.ok()) {
-    std::cerr << "dsocr download: " << s.message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.usage()
-              << "Environment: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE, HF_HOME, HF_HUB_CACHE\n";
-    return 0;
-  }
+  if (auto rc = parse_command_flags(
+          flags, argc, argv,
+          "Environment: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE, HF_HOME, HF_HUB_CACHE\n"))
+    return *rc;
   if (flags.positionals().size() != 1) {
     std::cerr << "dsocr download: give exactly one model id (org/name[@revision])\n";
     return 2;

@@ -199,19 +199,9 @@ class StripNormalizer : public Normalizer {
   StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
   void normalize(std::string* text) const override {
     std::string_view s = *text;
-    size_t begin = 0, end = s.size();
-    while (left_ && begin < end) {
-      size_t len = valid_sequence_length(s, begin);
-      if (len == 0 || !is_unicode_whitespace(decode_code_point(s, begin, len))) break;
-      begin += len;
-    }
-    while (right_ && end > begin) {
-      size_t start = end - 1;
-      while (start > begin && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
-      size_t len = valid_sequence_length(s, start);
-      if (len != end - start || !is_unicode_whitespace(decode_code_point(s, start, len))) break;
-      end = start;
-    }
+    size_t begin = left_ ? leading_space_length(s, is_unicode_whitespace) : 0;
+    size_t end =
+        right_ ? std::max(begin, trailing_space_start(s, is_unicode_whitespace)) : s.size();
     *text = std::string(s.substr(begin, end - begin));
   }
 

@@ -101,30 +101,6 @@ char32_t first_char(std::string_view s) {
   return len ? decode_code_point(s, 0, len) : kReplacementChar;
 }
 
-// Start of the run of whitespace that ends `s`.
-size_t whitespace_run_start(std::string_view s) {
-  size_t end = s.size();
-  while (end > 0) {
-    size_t start = end - 1;
-    while (start > 0 && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
-    size_t len = valid_sequence_length(s, start);
-    if (len != end - start || !is_unicode_whitespace(decode_code_point(s, start, len))) break;
-    end = start;
-  }
-  return end;
-}
-
-// Length of the run of whitespace that starts `s`.
-size_t whitespace_run_length(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t len = valid_sequence_length(s, i);
-    if (len == 0 || !is_unicode_whitespace(decode_code_point(s, i, len))) break;
-    i += len;
-  }
-  return i;
-}
-
 }  // namespace
 
 struct Tokenizer::Impl {
@@ -160,8 +136,11 @@ struct Tokenizer::Impl {
         bool stop_ok = stop == text.size() || !is_word_char(first_char(text.substr(stop)));
         if (!start_ok || !stop_ok) continue;
       }
-      if (tok.lstrip) start = std::max(whitespace_run_start(text.substr(0, start)), start_offset);
-      if (tok.rstrip) stop += whitespace_run_length(text.substr(stop));
+      if (tok.lstrip) {
+        start = std::max(trailing_space_start(text.substr(0, start), is_unicode_whitespace),
+                         start_offset);
+      }
+      if (tok.rstrip) stop += leading_space_length(text.substr(stop), is_unicode_whitespace);
       if (start_offset < start) out.push_back({start_offset, start, -1});
       out.push_back({start, stop, m.token_index});
       start_offset = stop;

@@ -147,21 +147,32 @@ bool is_python_whitespace(char32_t cp) {
   return is_unicode_whitespace(cp) || (cp >= 0x1C && cp <= 0x1F);
 }
 
-std::string_view python_strip(std::string_view s) {
-  size_t begin = 0, end = s.size();
-  while (begin < end) {
-    size_t len = valid_sequence_length(s, begin);
-    if (len == 0 || !is_python_whitespace(decode_code_point(s, begin, len))) break;
-    begin += len;
+size_t leading_space_length(std::string_view s, bool (*is_space)(char32_t)) {
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t len = valid_sequence_length(s, i);
+    if (len == 0 || !is_space(decode_code_point(s, i, len))) break;
+    i += len;
   }
-  while (end > begin) {
+  return i;
+}
+
+size_t trailing_space_start(std::string_view s, bool (*is_space)(char32_t)) {
+  size_t end = s.size();
+  while (end > 0) {
     size_t start = end - 1;
-    while (start > begin && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
+    while (start > 0 && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
     size_t len = valid_sequence_length(s, start);
-    if (len != end - start || !is_python_whitespace(decode_code_point(s, start, len))) break;
+    if (len != end - start || !is_space(decode_code_point(s, start, len))) break;
     end = start;
   }
-  return s.substr(begin, end - begin);
+  return end;
+}
+
+std::string_view python_strip(std::string_view s) {
+  size_t begin = leading_space_length(s, is_python_whitespace);
+  if (begin == s.size()) return s.substr(begin);
+  return s.substr(begin, trailing_space_start(s, is_python_whitespace) - begin);
 }
 
 }  // namespace dsocr::tokenizer

@@ -40,7 +40,12 @@ bool is_unicode_whitespace(char32_t cp);
 // Python's str.isspace (White_Space plus the bidi separators U+001C..U+001F).
 bool is_python_whitespace(char32_t cp);
 
-// Python's str.strip(): leading and trailing Python whitespace removed (input must be valid UTF-8).
+// Byte length of the run of characters satisfying `is_space` at the start of `s`, and the offset
+// where such a run ending `s` begins (s.size() when there is none). Invalid bytes end a run.
+size_t leading_space_length(std::string_view s, bool (*is_space)(char32_t));
+size_t trailing_space_start(std::string_view s, bool (*is_space)(char32_t));
+
+// Python's str.strip(): leading and trailing Python whitespace removed.
 std::string_view python_strip(std::string_view s);
 
 }  // namespace dsocr::tokenizer
