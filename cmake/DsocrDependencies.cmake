@@ -8,6 +8,7 @@ find_package(fmt 9 REQUIRED)
 find_package(spdlog 1.10 REQUIRED)
 find_package(nlohmann_json 3.11 REQUIRED)
 find_package(CURL REQUIRED)
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)   # sha256 of downloaded files
 find_package(OpenCV 4 REQUIRED COMPONENTS core imgproc imgcodecs)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 pkg_check_modules(ONIG REQUIRED IMPORTED_TARGET oniguruma)

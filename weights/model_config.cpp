@@ -56,8 +56,7 @@ StatusOr<ModelConfig> ModelConfig::from_json(const json& j) {
   const json* top = &j;
   const json* lang = j.contains("language_config") ? &j["language_config"] : nullptr;
   auto& l = c.language;
-  const std::string lw = "";
-#define DSOCR_READ_LANG(field) DSOCR_RETURN_IF_ERROR(read({top, lang}, #field, &l.field, lw))
+#define DSOCR_READ_LANG(field) DSOCR_RETURN_IF_ERROR(read({top, lang}, #field, &l.field, ""))
   DSOCR_READ_LANG(vocab_size);
   DSOCR_READ_LANG(hidden_size);
   DSOCR_READ_LANG(intermediate_size);
