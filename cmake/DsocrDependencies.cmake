@@ -10,6 +10,7 @@ find_package(nlohmann_json 3.11 REQUIRED)
 find_package(CURL REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)   # sha256 of downloaded files
 find_package(OpenCV 4 REQUIRED COMPONENTS core imgproc imgcodecs)
+find_package(GIF 5 REQUIRED)                       # first GIF frame (OpenCV 4.6 has no GIF codec)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 pkg_check_modules(ONIG REQUIRED IMPORTED_TARGET oniguruma)
 if(DSOCR_BUILD_TESTS)

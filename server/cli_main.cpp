@@ -2,9 +2,10 @@
 //   dsocr info [--model M] [--json]   build, libtorch, devices, and where --model resolves
 //   dsocr tokenize --model M [--decode]   JSON Lines: strings -> id arrays (or back)
 //   dsocr make-model --preset P --out DIR [--seed N] [--dtype bf16|f32] [--tokenizer-dir D]
+//   dsocr preprocess IMAGE --out DIR   what the model sees: plan.json, global.png, tile_k.png
+//   dsocr encode --model DIR --out FILE IMAGE...   vision encoder stages as safetensors
 //   dsocr version
-// Later issues add make-model, tokenize, preprocess, generate, ocr and bench here, each as one
-// entry of kCommands.
+// Each subcommand is one entry of kCommands.
 #include <unistd.h>
 #include <algorithm>
 #include <chrono>
@@ -21,6 +22,7 @@
 #include "common/version.h"
 #include "engine/device.h"
 #include "tokenizer/tokenizer.h"
+#include "vision/vision_tools.h"
 #include "weights/hub_client.h"
 #include "weights/make_model.h"
 #include "weights/model_source.h"
@@ -244,6 +246,53 @@ int cmd_download(int argc, const char* const* argv) {
   return 0;
 }
 
+// Writes what the model sees for one image (vision/vision_tools.h).
+int cmd_preprocess(int argc, const char* const* argv) {
+  std::string out;
+  bool decoded = false;
+  FlagSet flags("dsocr preprocess",
+                "Decode and preprocess IMAGE as the official pipeline does; write DIR/plan.json, "
+                "DIR/global.png and DIR/tile_{k}.png.");
+  flags.add_string("out", &out, "output directory");
+  flags.add_bool("decoded", &decoded, "also write decoded.png (after EXIF and RGB conversion)");
+  if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
+  if (out.empty() || flags.positionals().size() != 1) {
+    std::cerr << "dsocr preprocess: usage: dsocr preprocess IMAGE --out DIR\n";
+    return 2;
+  }
+  if (Status s = vision::write_preprocess_dump(flags.positionals()[0], out, decoded); !s.ok()) {
+    std::cerr << "dsocr preprocess: " << s.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+// Runs the vision encoder and writes every stage (parity tests, debugging).
+int cmd_encode(int argc, const char* const* argv) {
+  vision::VisionDumpOptions options;
+  std::string model, out;
+  FlagSet flags("dsocr encode",
+                "Run the vision encoder on IMAGE... and write pixel inputs, SAM, encoder and "
+                "projector outputs and the assembled image blocks to one safetensors file.");
+  flags.add_string("model", &model, "model directory");
+  flags.add_string("out", &out, "output .safetensors file");
+  flags.add_string("dtype", &options.dtype, "float32 or bfloat16");
+  flags.add_string("device", &options.device, "cpu or cuda[:N]");
+  if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
+  if (model.empty() || out.empty() || flags.positionals().empty()) {
+    std::cerr << "dsocr encode: usage: dsocr encode --model DIR --out FILE IMAGE...\n";
+    return 2;
+  }
+  options.model_dir = model;
+  options.out_file = out;
+  for (const auto& p : flags.positionals()) options.images.emplace_back(p);
+  if (Status s = vision::write_vision_dump(options); !s.ok()) {
+    std::cerr << "dsocr encode: " << s.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 struct Command {
   std::string_view name;
   std::string_view summary;
@@ -252,8 +301,10 @@ struct Command {
 
 const Command kCommands[] = {
     {"download", "fetch a model from the Hugging Face hub into its cache", cmd_download},
+    {"encode", "run the vision encoder, dump every stage (safetensors)", cmd_encode},
     {"info", "build, libtorch, compute devices, model location", cmd_info},
     {"make-model", "write a random-weight checkpoint (tiny, small, full)", cmd_make_model},
+    {"preprocess", "show what the model sees of an image (plan.json + PNGs)", cmd_preprocess},
     {"tokenize", "JSON Lines text <-> token ids with a model's tokenizer", cmd_tokenize},
     {"version", "print the version", cmd_version},
 };

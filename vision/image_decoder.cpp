@@ -1,0 +1,409 @@
+#include "vision/image_decoder.h"
+
+#include <gif_lib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <opencv2/core.hpp>
+#include <opencv2/core/utils/logger.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <optional>
+
+namespace dsocr::vision {
+namespace {
+
+// Bounds-checked reads from an untrusted buffer: out-of-range reads yield nullopt.
+class ByteView {
+ public:
+  explicit ByteView(std::string_view bytes) : b_(bytes) {}
+  size_t size() const { return b_.size(); }
+  bool has(size_t offset, size_t n) const { return offset <= b_.size() && n <= b_.size() - offset; }
+  std::optional<uint32_t> u8(size_t o) const {
+    if (!has(o, 1)) return std::nullopt;
+    return static_cast<uint8_t>(b_[o]);
+  }
+  std::optional<uint32_t> u16(size_t o, bool big_endian) const {
+    if (!has(o, 2)) return std::nullopt;
+    uint32_t a = static_cast<uint8_t>(b_[o]), b = static_cast<uint8_t>(b_[o + 1]);
+    return big_endian ? (a << 8 | b) : (b << 8 | a);
+  }
+  std::optional<uint32_t> u24le(size_t o) const {
+    if (!has(o, 3)) return std::nullopt;
+    return static_cast<uint32_t>(static_cast<uint8_t>(b_[o])) |
+           static_cast<uint32_t>(static_cast<uint8_t>(b_[o + 1])) << 8 |
+           static_cast<uint32_t>(static_cast<uint8_t>(b_[o + 2])) << 16;
+  }
+  std::optional<uint32_t> u32(size_t o, bool big_endian) const {
+    auto hi = u16(o, big_endian), lo = u16(o + 2, big_endian);
+    if (!hi || !lo) return std::nullopt;
+    return big_endian ? (*hi << 16 | *lo) : (*lo << 16 | *hi);
+  }
+  bool starts_with(size_t o, std::string_view magic) const {
+    return has(o, magic.size()) && b_.substr(o, magic.size()) == magic;
+  }
+  std::string_view sub(size_t o, size_t n) const {
+    if (o > b_.size()) return {};
+    return b_.substr(o, n);
+  }
+
+ private:
+  std::string_view b_;
+};
+
+Status corrupt(ImageFormat f, std::string_view what) {
+  return invalid_argument(std::string("corrupt or truncated ") +
+                          std::string(image_format_name(f)) + " image: " + std::string(what));
+}
+
+// The Orientation tag (0x0112) of IFD0 in a TIFF-structured block (a TIFF file or an EXIF
+// payload after its "Exif\0\0" prefix). 1 when absent or unreadable: a broken EXIF block never
+// fails a decode, as in Pillow.
+int tiff_orientation(std::string_view tiff) {
+  ByteView v(tiff);
+  bool big;
+  if (v.starts_with(0, "MM\0*")) {
+    big = true;
+  } else if (v.starts_with(0, std::string_view("II*\0", 4))) {
+    big = false;
+  } else {
+    return 1;
+  }
+  auto ifd = v.u32(4, big);
+  if (!ifd) return 1;
+  auto count = v.u16(*ifd, big);
+  if (!count) return 1;
+  for (uint32_t i = 0; i < *count; ++i) {
+    size_t entry = *ifd + 2 + static_cast<size_t>(i) * 12;
+    auto tag = v.u16(entry, big), type = v.u16(entry + 2, big);
+    if (!tag || !type) return 1;
+    if (*tag != 0x0112) continue;
+    std::optional<uint32_t> value;
+    if (*type == 3) value = v.u16(entry + 8, big);        // SHORT
+    else if (*type == 4) value = v.u32(entry + 8, big);   // LONG
+    if (value && *value >= 1 && *value <= 8) return static_cast<int>(*value);
+    return 1;
+  }
+  return 1;
+}
+
+int exif_orientation(std::string_view payload) {
+  if (payload.substr(0, 6) == std::string_view("Exif\0\0", 6)) payload.remove_prefix(6);
+  return tiff_orientation(payload);
+}
+
+StatusOr<ImageHeader> probe_jpeg(const ByteView& v) {
+  ImageHeader h{ImageFormat::kJpeg};
+  bool have_size = false, have_exif = false;
+  size_t p = 2;
+  while (p < v.size()) {
+    if (*v.u8(p) != 0xFF) return corrupt(h.format, "bad marker");
+    while (p < v.size() && *v.u8(p) == 0xFF) ++p;  // fill bytes
+    auto marker = v.u8(p++);
+    if (!marker) break;
+    uint32_t m = *marker;
+    if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+    if (m == 0xD9 || m == 0xDA) break;  // frame header and EXIF precede the scan
+    auto len = v.u16(p, true);
+    if (!len || *len < 2 || !v.has(p, *len)) return corrupt(h.format, "segment past the end");
+    bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+    if (sof && !have_size) {
+      auto height = v.u16(p + 3, true), width = v.u16(p + 5, true);
+      if (!height || !width) return corrupt(h.format, "short frame header");
+      h.width = static_cast<int>(*width);
+      h.height = static_cast<int>(*height);
+      have_size = true;
+    } else if (m == 0xE1 && !have_exif && v.starts_with(p + 2, std::string_view("Exif\0\0", 6))) {
+      h.orientation = exif_orientation(v.sub(p + 2, *len - 2));
+      have_exif = true;
+    }
+    p += *len;
+  }
+  if (!have_size) return corrupt(h.format, "no frame header");
+  return h;
+}
+
+StatusOr<ImageHeader> probe_png(const ByteView& v) {
+  ImageHeader h{ImageFormat::kPng};
+  if (!v.starts_with(12, "IHDR")) return corrupt(h.format, "first chunk is not IHDR");
+  auto w = v.u32(16, true), hh = v.u32(20, true);
+  if (!w || !hh || *w > 0x7fffffff || *hh > 0x7fffffff) return corrupt(h.format, "bad IHDR");
+  h.width = static_cast<int>(*w);
+  h.height = static_cast<int>(*hh);
+  for (size_t p = 8; v.has(p, 8);) {  // find an eXIf chunk anywhere
+    auto len = v.u32(p, true);
+    if (!len || !v.has(p + 8, *len)) break;
+    if (v.starts_with(p + 4, "eXIf")) {
+      h.orientation = exif_orientation(v.sub(p + 8, *len));
+      break;
+    }
+    if (v.starts_with(p + 4, "IEND")) break;
+    p += 12 + static_cast<size_t>(*len);
+  }
+  return h;
+}
+
+StatusOr<ImageHeader> probe_webp(const ByteView& v) {
+  ImageHeader h{ImageFormat::kWebp};
+  if (v.starts_with(12, "VP8 ")) {
+    if (!(v.u8(23) == 0x9d && v.u8(24) == 0x01 && v.u8(25) == 0x2a))
+      return corrupt(h.format, "bad VP8 frame tag");
+    h.width = static_cast<int>(*v.u16(26, false) & 0x3fff);
+    h.height = static_cast<int>(*v.u16(28, false) & 0x3fff);
+  } else if (v.starts_with(12, "VP8L")) {
+    auto bits = v.u32(21, false);
+    if (v.u8(20) != 0x2f || !bits) return corrupt(h.format, "bad VP8L header");
+    h.width = static_cast<int>((*bits & 0x3fff) + 1);
+    h.height = static_cast<int>(((*bits >> 14) & 0x3fff) + 1);
+  } else if (v.starts_with(12, "VP8X")) {
+    auto w = v.u24le(24), hh = v.u24le(27);
+    if (!w || !hh) return corrupt(h.format, "short VP8X header");
+    h.width = static_cast<int>(*w + 1);
+    h.height = static_cast<int>(*hh + 1);
+    for (size_t p = 12; v.has(p, 8);) {
+      auto len = v.u32(p + 4, false);
+      if (!len || !v.has(p + 8, *len)) break;
+      if (v.starts_with(p, "EXIF")) {
+        h.orientation = exif_orientation(v.sub(p + 8, *len));
+        break;
+      }
+      p += 8 + static_cast<size_t>(*len) + (*len & 1);
+    }
+  } else {
+    return corrupt(h.format, "unknown chunk");
+  }
+  return h;
+}
+
+StatusOr<ImageHeader> probe_tiff(const ByteView& v, std::string_view bytes) {
+  ImageHeader h{ImageFormat::kTiff};
+  bool big = v.starts_with(0, "MM");
+  auto ifd = v.u32(4, big);
+  auto count = ifd ? v.u16(*ifd, big) : std::nullopt;
+  if (!count) return corrupt(h.format, "bad IFD offset");
+  for (uint32_t i = 0; i < *count; ++i) {
+    size_t e = *ifd + 2 + static_cast<size_t>(i) * 12;
+    auto tag = v.u16(e, big), type = v.u16(e + 2, big);
+    if (!tag || !type) return corrupt(h.format, "IFD past the end");
+    std::optional<uint32_t> value = *type == 3 ? v.u16(e + 8, big) : v.u32(e + 8, big);
+    if (*tag == 256 && value) h.width = static_cast<int>(*value);
+    if (*tag == 257 && value) h.height = static_cast<int>(*value);
+  }
+  if (h.width <= 0 || h.height <= 0) return corrupt(h.format, "no image size");
+  h.orientation = tiff_orientation(bytes);
+  return h;
+}
+
+// giflib reads through this: a cursor over the caller's buffer.
+struct GifSource {
+  std::string_view bytes;
+  size_t offset = 0;
+};
+
+int gif_read(GifFileType* gif, GifByteType* out, int n) {
+  auto* src = static_cast<GifSource*>(gif->UserData);
+  size_t take = std::min(static_cast<size_t>(std::max(n, 0)), src->bytes.size() - src->offset);
+  std::memcpy(out, src->bytes.data() + src->offset, take);
+  src->offset += take;
+  return static_cast<int>(take);
+}
+
+// The first frame, as Pillow shows frame 0: the logical screen, filled with the transparent index
+// (or 0) where the frame does not cover it, mapped through the frame's (or the global) palette.
+StatusOr<RgbImage> decode_gif_first_frame(std::string_view bytes, const ImageHeader& header) {
+  GifSource src{bytes};
+  int error = 0;
+  GifFileType* gif = DGifOpen(&src, gif_read, &error);
+  if (!gif) return corrupt(ImageFormat::kGif, GifErrorString(error) ? GifErrorString(error) : "");
+  struct Closer {
+    GifFileType* g;
+    ~Closer() { DGifCloseFile(g, nullptr); }
+  } closer{gif};
+  auto fail = [&](std::string_view what) { return corrupt(ImageFormat::kGif, what); };
+
+  int transparent = -1;
+  GifRecordType record;
+  do {
+    if (DGifGetRecordType(gif, &record) == GIF_ERROR) return fail("bad record");
+    if (record == EXTENSION_RECORD_TYPE) {
+      int code;
+      GifByteType* ext;
+      if (DGifGetExtension(gif, &code, &ext) == GIF_ERROR) return fail("bad extension");
+      if (code == GRAPHICS_EXT_FUNC_CODE && ext && ext[0] >= 4 && (ext[1] & 1)) transparent = ext[4];
+      while (ext) {
+        if (DGifGetExtensionNext(gif, &ext) == GIF_ERROR) return fail("bad extension");
+      }
+    } else if (record == TERMINATE_RECORD_TYPE) {
+      return fail("no image frame");
+    }
+  } while (record != IMAGE_DESC_RECORD_TYPE);
+  if (DGifGetImageDesc(gif) == GIF_ERROR) return fail("bad image descriptor");
+
+  const GifImageDesc& d = gif->Image;
+  const ColorMapObject* map = d.ColorMap ? d.ColorMap : gif->SColorMap;
+  std::vector<uint8_t> indices(static_cast<size_t>(header.width) * header.height,
+                               static_cast<uint8_t>(transparent >= 0 ? transparent : 0));
+  std::vector<GifPixelType> line(std::max(d.Width, 0));
+  auto read_row = [&](int y) -> bool {
+    if (DGifGetLine(gif, line.data(), d.Width) == GIF_ERROR) return false;
+    int row = d.Top + y;
+    if (row < 0 || row >= header.height) return true;
+    for (int x = 0; x < d.Width; ++x) {
+      int col = d.Left + x;
+      if (col >= 0 && col < header.width) indices[static_cast<size_t>(row) * header.width + col] = line[x];
+    }
+    return true;
+  };
+  if (d.Interlace) {
+    static constexpr int kStart[4] = {0, 4, 2, 1}, kStep[4] = {8, 8, 4, 2};
+    for (int pass = 0; pass < 4; ++pass)
+      for (int y = kStart[pass]; y < d.Height; y += kStep[pass])
+        if (!read_row(y)) return fail("truncated pixel data");
+  } else {
+    for (int y = 0; y < d.Height; ++y)
+      if (!read_row(y)) return fail("truncated pixel data");
+  }
+  RgbImage out(header.width, header.height);
+  for (size_t i = 0; i < indices.size(); ++i) {
+    int idx = indices[i];
+    uint8_t* px = &out.pixels[i * 3];
+    if (map && idx < map->ColorCount) {
+      px[0] = map->Colors[idx].Red;
+      px[1] = map->Colors[idx].Green;
+      px[2] = map->Colors[idx].Blue;
+    } else {
+      px[0] = px[1] = px[2] = 0;  // Pillow's palette is zero past the file's entries
+    }
+  }
+  return out;
+}
+
+// A JPEG without an end-of-image marker after its first scan is truncated: libjpeg would pad it
+// with grey and report success, Pillow refuses it.
+bool jpeg_has_end_marker(std::string_view bytes) {
+  size_t sos = bytes.find("\xFF\xDA");
+  if (sos == std::string_view::npos) return false;
+  size_t eoi = bytes.rfind("\xFF\xD9");
+  return eoi != std::string_view::npos && eoi > sos;
+}
+
+StatusOr<RgbImage> decode_with_opencv(std::string_view bytes, const ImageHeader& header) {
+  if (header.format == ImageFormat::kJpeg && !jpeg_has_end_marker(bytes))
+    return corrupt(header.format, "no end-of-image marker");
+  cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8UC1,
+                 const_cast<char*>(bytes.data()));
+  cv::Mat bgr;
+  try {
+    bgr = cv::imdecode(buffer, cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION);
+  } catch (const cv::Exception& e) {
+    return corrupt(header.format, e.what());
+  }
+  if (bgr.empty()) return corrupt(header.format, "the decoder rejected it");
+  if (bgr.cols != header.width || bgr.rows != header.height)
+    return corrupt(header.format, "decoded size differs from the header");
+  if (bgr.depth() != CV_8U) bgr.convertTo(bgr, CV_8U, 1.0 / 256.0);
+  RgbImage out(bgr.cols, bgr.rows);
+  cv::Mat rgb(bgr.rows, bgr.cols, CV_8UC3, out.pixels.data());
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return out;
+}
+
+void silence_opencv_logging() {
+  static const bool once = [] {
+    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+    return true;
+  }();
+  (void)once;
+}
+
+}  // namespace
+
+std::string_view image_format_name(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::kJpeg: return "JPEG";
+    case ImageFormat::kPng: return "PNG";
+    case ImageFormat::kGif: return "GIF";
+    case ImageFormat::kBmp: return "BMP";
+    case ImageFormat::kWebp: return "WebP";
+    case ImageFormat::kTiff: return "TIFF";
+  }
+  return "unknown";
+}
+
+StatusOr<ImageHeader> probe_image(std::string_view bytes) {
+  ByteView v(bytes);
+  if (v.starts_with(0, "\xFF\xD8\xFF")) return probe_jpeg(v);
+  if (v.starts_with(0, "\x89PNG\r\n\x1a\n")) return probe_png(v);
+  if (v.starts_with(0, "GIF87a") || v.starts_with(0, "GIF89a")) {
+    auto w = v.u16(6, false), h = v.u16(8, false);
+    if (!w || !h) return corrupt(ImageFormat::kGif, "short header");
+    return ImageHeader{ImageFormat::kGif, static_cast<int>(*w), static_cast<int>(*h)};
+  }
+  if (v.starts_with(0, "BM")) {
+    auto dib = v.u32(14, false);
+    if (!dib) return corrupt(ImageFormat::kBmp, "short header");
+    if (*dib == 12) {
+      auto w = v.u16(18, false), h = v.u16(20, false);
+      if (!w || !h) return corrupt(ImageFormat::kBmp, "short header");
+      return ImageHeader{ImageFormat::kBmp, static_cast<int>(*w), static_cast<int>(*h)};
+    }
+    auto w = v.u32(18, false), h = v.u32(22, false);
+    if (!w || !h) return corrupt(ImageFormat::kBmp, "short header");
+    int64_t width = static_cast<int32_t>(*w), height = static_cast<int32_t>(*h);
+    if (height < 0) height = -height;
+    if (width <= 0 || width > INT32_MAX || height > INT32_MAX)
+      return corrupt(ImageFormat::kBmp, "bad size");
+    return ImageHeader{ImageFormat::kBmp, static_cast<int>(width), static_cast<int>(height)};
+  }
+  if (v.starts_with(0, "RIFF") && v.starts_with(8, "WEBP")) return probe_webp(v);
+  if (v.starts_with(0, std::string_view("II*\0", 4)) || v.starts_with(0, "MM\0*"))
+    return probe_tiff(v, bytes);
+  return invalid_argument(
+      "unsupported image format (expected JPEG, PNG, WebP, BMP, TIFF or GIF)");
+}
+
+RgbImage apply_orientation(RgbImage image, int orientation) {
+  if (orientation <= 1 || orientation > 8 || image.empty()) return image;
+  cv::Mat src(image.height, image.width, CV_8UC3, image.pixels.data());
+  cv::Mat dst;
+  switch (orientation) {
+    case 2: cv::flip(src, dst, 1); break;                                // FLIP_LEFT_RIGHT
+    case 3: cv::rotate(src, dst, cv::ROTATE_180); break;                 // ROTATE_180
+    case 4: cv::flip(src, dst, 0); break;                                // FLIP_TOP_BOTTOM
+    case 5: cv::transpose(src, dst); break;                              // TRANSPOSE
+    case 6: cv::rotate(src, dst, cv::ROTATE_90_CLOCKWISE); break;        // ROTATE_270
+    case 7: cv::transpose(src, dst); cv::flip(dst, dst, -1); break;      // TRANSVERSE
+    case 8: cv::rotate(src, dst, cv::ROTATE_90_COUNTERCLOCKWISE); break; // ROTATE_90
+  }
+  RgbImage out(dst.cols, dst.rows);
+  cv::Mat wrapped(dst.rows, dst.cols, CV_8UC3, out.pixels.data());
+  dst.copyTo(wrapped);  // same size and type: writes into `out`
+  return out;
+}
+
+StatusOr<RgbImage> decode_image(std::string_view bytes, const DecodeLimits& limits) {
+  silence_opencv_logging();
+  if (bytes.empty()) return invalid_argument("empty image data");
+  if (static_cast<int64_t>(bytes.size()) > limits.max_encoded_bytes)
+    return payload_too_large("image is " + std::to_string(bytes.size()) +
+                             " bytes, over the limit of " +
+                             std::to_string(limits.max_encoded_bytes));
+  DSOCR_ASSIGN_OR_RETURN(ImageHeader header, probe_image(bytes));
+  int64_t pixels = static_cast<int64_t>(header.width) * header.height;
+  if (pixels > limits.max_pixels)
+    return payload_too_large(std::string(image_format_name(header.format)) + " image is " +
+                             std::to_string(header.width) + "x" + std::to_string(header.height) +
+                             " pixels, over the limit of " + std::to_string(limits.max_pixels) +
+                             " pixels");
+  if (header.width < limits.min_side || header.height < limits.min_side)
+    return invalid_argument("image is " + std::to_string(header.width) + "x" +
+                            std::to_string(header.height) + " pixels; the minimum side is " +
+                            std::to_string(limits.min_side));
+  StatusOr<RgbImage> decoded = header.format == ImageFormat::kGif
+                                   ? decode_gif_first_frame(bytes, header)
+                                   : decode_with_opencv(bytes, header);
+  if (!decoded.ok()) return decoded.status();
+  return apply_orientation(std::move(decoded).value(), header.orientation);
+}
+
+}  // namespace dsocr::vision

@@ -1,0 +1,54 @@
+// Image decoding: encoded bytes (JPEG, PNG, WebP, BMP, TIFF, GIF) -> RgbImage, as the official
+// pipeline sees them after `PIL.Image.open` -> `ImageOps.exif_transpose` -> `convert("RGB")`.
+//
+// * The container is sniffed from its magic bytes and its pixel size read from the header before
+//   any pixel is decoded, so decompression bombs are refused for the price of a header read.
+// * EXIF orientation (JPEG APP1, PNG eXIf, WebP EXIF, TIFF's own IFD) is applied exactly like
+//   Pillow's exif_transpose (tags 2..8); the decoders' own orientation handling is disabled so
+//   that every format goes through the same code.
+// * Alpha is dropped (not composited), palettes and grey are expanded, CMYK is converted, 16-bit
+//   samples keep their high byte. GIF: the first frame, through giflib.
+//
+// Known, deliberate deviation: Pillow clips 16-bit *greyscale* PNG samples to 255 when converting
+// to RGB (a page comes out white); we keep the high byte like every other decoder. Documented in
+// docs/vision.md.
+//
+// Thread-safety: free functions, safe to call concurrently.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "vision/image.h"
+
+namespace dsocr::vision {
+
+struct DecodeLimits {
+  int64_t max_encoded_bytes = 32ll << 20;  // 32 MiB
+  int64_t max_pixels = 40'000'000;         // a 300-dpi A3 page is ~17.4 Mpx
+  int min_side = 1;
+};
+
+enum class ImageFormat { kJpeg, kPng, kGif, kBmp, kWebp, kTiff };
+std::string_view image_format_name(ImageFormat format);
+
+struct ImageHeader {
+  ImageFormat format;
+  int width = 0;   // as stored, before EXIF orientation
+  int height = 0;
+  int orientation = 1;  // EXIF orientation tag, 1..8 (1 = as stored)
+};
+
+// Reads only the container header. kInvalidArgument for unknown or malformed containers.
+StatusOr<ImageHeader> probe_image(std::string_view bytes);
+
+// Full decode with limits. Errors: kPayloadTooLarge (bytes or pixels over the limits),
+// kInvalidArgument (unsupported, corrupt or truncated data, below the minimum size).
+StatusOr<RgbImage> decode_image(std::string_view bytes, const DecodeLimits& limits = {});
+
+// Applies an EXIF orientation (1..8) the way Pillow's exif_transpose does.
+RgbImage apply_orientation(RgbImage image, int orientation);
+
+}  // namespace dsocr::vision
