@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
+
+#include <fstream>
 #include <torch/version.h>
 
 #include <sstream>
@@ -66,6 +68,31 @@ StatusOr<std::string> resolve_device(std::string_view requested, const DeviceInf
                                (info.dsocr_cuda_kernels ? "" : "; built without CUDA") + ")");
   }
   return "cuda:" + std::to_string(index);
+}
+
+int64_t free_memory_bytes(const std::string& device) {
+  if (device == "cpu") {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    int64_t kib = 0;
+    std::string unit;
+    while (meminfo >> key >> kib >> unit)
+      if (key == "MemAvailable:") return kib * 1024;
+    return 0;
+  }
+#ifdef DSOCR_WITH_CUDA
+  if (device.rfind("cuda", 0) == 0) {
+    int index = device.size() > 5 ? std::stoi(device.substr(5)) : 0;
+    int previous = 0;
+    cudaGetDevice(&previous);
+    cudaSetDevice(index);
+    size_t free_bytes = 0, total = 0;
+    const bool ok = cudaMemGetInfo(&free_bytes, &total) == cudaSuccess;
+    cudaSetDevice(previous);
+    return ok ? static_cast<int64_t>(free_bytes) : 0;
+  }
+#endif
+  return 0;
 }
 
 }  // namespace dsocr::engine

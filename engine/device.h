@@ -38,4 +38,8 @@ DeviceInfo probe_devices();
 // malformed name, kFailedPrecondition when the device does not exist here.
 StatusOr<std::string> resolve_device(std::string_view requested, const DeviceInfo& info);
 
+// Bytes that can still be allocated on a resolved device: MemAvailable of /proc/meminfo for the
+// CPU, the driver's free memory for a GPU. 0 when unknown.
+int64_t free_memory_bytes(const std::string& device);
+
 }  // namespace dsocr::engine

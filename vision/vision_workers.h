@@ -37,6 +37,9 @@ class VisionWorkers {
 
   // nullopt when the queue is full. The bytes are moved into the task.
   std::optional<std::future<StatusOr<PreprocessedImage>>> try_submit(std::string bytes);
+  // Runs any preparation task on the workers (e.g. a whole request: its images, then its
+  // prompt); false when the queue is full.
+  bool try_post(std::function<void()> task) { return pool_.try_submit(std::move(task)); }
 
   size_t queued() const { return pool_.queued(); }
   size_t threads() const { return pool_.num_threads(); }

@@ -1,0 +1,123 @@
+// Engine: the public, torch-free face of dsocr's inference engine, used by the server and CLI.
+//
+//   auto engine = Engine::create(options);            // loads the model (state kLoading -> kReady)
+//   auto stream = engine->submit(request);            // fails fast: queue full, bad parameters
+//   while (auto event = stream->next(timeout)) ...    // tokens, then one final event
+//   stream->cancel();                                 // frees its KV on the next step
+//
+// One engine thread owns the model, the KV cache and the scheduler and runs steps while there is
+// work, sleeping otherwise. Requests are prepared off that thread: images are decoded and
+// preprocessed by the vision workers, the prompt is tokenised, and only then does the request
+// reach the engine thread. Everything else talks to the engine thread through queues.
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/sampling_params.h"
+#include "engine/scheduler.h"
+
+namespace dsocr::engine {
+
+struct EngineOptions {
+  std::filesystem::path model_dir;  // config.json, weights, tokenizer.json
+  std::string device = "auto";      // auto | cpu | cuda[:N]
+  std::string dtype = "auto";       // auto (bf16 on GPU, f32 on CPU) | float32 | bfloat16
+  int64_t block_size = 16;
+  int64_t num_kv_blocks = 0;        // 0: size from memory (kv_memory_fraction)
+  double kv_memory_fraction = 0.9;  // of the memory left after weights and activations
+  int64_t max_kv_bytes_cpu = 8ll << 30;  // cap on CPU, where "free memory" is shared
+  bool prefix_caching = true;
+  SchedulerConfig scheduler;
+  size_t vision_threads = 1;
+  size_t max_queued_requests = 256;
+  int torch_threads = 0;            // 0: cores minus vision threads
+};
+
+enum class EngineState { kLoading, kReady, kDraining, kUnhealthy, kStopped };
+std::string_view engine_state_name(EngineState state);
+
+// One request: the prompt text with one "<image>" marker per image (or none: markers are
+// prepended, see tokenizer/ocr_prompt.h) and the encoded image bytes, in order.
+struct GenerateRequest {
+  std::string request_id;
+  std::string prompt;
+  std::vector<std::string> images;
+  SamplingParams sampling;
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t image_tokens = 0;
+  int64_t cached_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+struct Timings {
+  double queue_ms = 0;      // submit -> first scheduled
+  double prepare_ms = 0;    // decode + preprocess + tokenise
+  double ttft_ms = 0;       // submit -> first token
+  double total_ms = 0;
+};
+
+struct StreamEvent {
+  std::vector<int32_t> token_ids;  // new tokens (may be empty in the final event)
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  Status error;                    // set when the request failed
+  Usage usage;                     // in the final event
+  Timings timings;                 // in the final event
+  std::vector<int32_t> prompt_ids; // in the final event
+};
+
+class RequestStream {
+ public:
+  virtual ~RequestStream() = default;
+  // The next event, or nullopt on timeout. After the final event, returns nullopt at once.
+  virtual std::optional<StreamEvent> next(std::chrono::milliseconds timeout) = 0;
+  virtual void cancel() = 0;
+  virtual const std::string& request_id() const = 0;
+};
+
+struct EngineStats {
+  EngineState state = EngineState::kLoading;
+  SchedulerStats scheduler;
+  int64_t kv_blocks = 0, block_size = 0;
+  uint64_t steps = 0;
+  uint64_t prompt_tokens = 0, image_tokens = 0, generated_tokens = 0, cached_tokens = 0;
+  uint64_t images_encoded = 0, image_cache_hits = 0;
+  uint64_t loops_detected = 0;
+  uint64_t requests_finished = 0, requests_cancelled = 0, requests_failed = 0;
+  int64_t queued_for_preparation = 0;
+};
+
+class Engine {
+ public:
+  static StatusOr<std::unique_ptr<Engine>> create(const EngineOptions& options);
+  virtual ~Engine() = default;
+
+  // Fails fast (kResourceExhausted) when too many requests are queued, kUnavailable when not
+  // ready, kInvalidArgument for bad sampling parameters. Image and prompt errors arrive as the
+  // stream's first (final) event.
+  virtual StatusOr<std::shared_ptr<RequestStream>> submit(GenerateRequest request) = 0;
+
+  virtual EngineState state() const = 0;
+  virtual EngineStats stats() const = 0;
+  // Stops accepting, lets in-flight requests finish up to `timeout`, cancels the rest, stops.
+  virtual void drain(std::chrono::milliseconds timeout) = 0;
+
+  // Model facts for the API layer.
+  virtual int64_t max_model_len() const = 0;
+  virtual std::string detokenize(const std::vector<int32_t>& ids) const = 0;
+  virtual std::vector<int32_t> tokenize(const std::string& text) const = 0;
+};
+
+}  // namespace dsocr::engine
