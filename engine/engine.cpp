@@ -13,6 +13,7 @@
 
 #include "common/check.h"
 #include "common/logging.h"
+#include "common/memory.h"
 #include "engine/device.h"
 #include "engine/forward_batch.h"
 #include "engine/kv_cache.h"
@@ -113,7 +114,7 @@ struct LiveRequest {
   std::vector<at::Tensor> embeddings;  // per image, defined while needed
   std::mt19937_64 rng;
   Clock::time_point submitted, prepared, first_scheduled, first_token;
-  bool scheduled = false, produced = false;
+  bool scheduled = false, produced = false, return_logits = false;
   int64_t image_tokens = 0;
 };
 
@@ -263,7 +264,7 @@ StatusOr<int64_t> EngineImpl::size_kv_cache() {
   int64_t free_bytes = free_memory_bytes(device_name_);
   int64_t budget = static_cast<int64_t>(options_.kv_memory_fraction * static_cast<double>(free_bytes));
   if (!device_.is_cuda()) budget = std::min(budget, options_.max_kv_bytes_cpu);
-  int64_t blocks = budget / per_block;
+  int64_t blocks = std::min(budget / per_block, needed * options_.scheduler.max_num_seqs);
   if (blocks < needed) {
     logger_->warn("only {} KV blocks fit in free memory; using the {} one request needs", blocks, needed);
     blocks = needed;
@@ -364,6 +365,7 @@ void EngineImpl::admit(PreparedRequest p) {
   seq->max_total_tokens = std::min(options_.scheduler.max_model_len, seq->prompt_len + max_new);
   LiveRequest live;
   live.stream = p.stream;
+  live.return_logits = p.request.return_logits;
   for (size_t i = 0; i < p.prompt.image_spans.size(); ++i) {
     const auto& span = p.prompt.image_spans[i];
     seq->images.push_back({static_cast<int64_t>(span.offset), static_cast<int64_t>(span.length),
@@ -527,9 +529,11 @@ void EngineImpl::step() {
   std::vector<Sequence*> finished = scheduler_->update(plan, sampled);
 
   const auto produced_at = Clock::now();
+  at::Tensor cpu_logits;
   size_t k = 0;
   for (const ScheduledChunk& c : plan.chunks) {
     if (!c.samples) continue;
+    const int64_t row = static_cast<int64_t>(k);
     const int32_t token = sampled[k++];
     auto it = live_.find(c.seq->id);
     if (it == live_.end()) continue;
@@ -540,6 +544,11 @@ void EngineImpl::step() {
     }
     StreamEvent e;
     e.token_ids.push_back(token);
+    if (live.return_logits) {
+      if (!cpu_logits.defined()) cpu_logits = logits.to(at::kCPU).contiguous();
+      const float* begin = cpu_logits.data_ptr<float>() + row * cpu_logits.size(1);
+      e.logits.assign(begin, begin + cpu_logits.size(1));
+    }
     live.stream->push(std::move(e));
     // Embeddings are no longer needed once their span is in the cache.
     for (size_t i = 0; i < c.seq->images.size(); ++i)
@@ -638,6 +647,7 @@ void EngineImpl::stop() {
 }  // namespace
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
+  use_mmap_for_large_allocations();
   auto engine = std::make_unique<EngineImpl>(options);
   DSOCR_RETURN_IF_ERROR(engine->init());
   return std::unique_ptr<Engine>(std::move(engine));

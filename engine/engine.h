@@ -34,7 +34,7 @@ struct EngineOptions {
   int64_t block_size = 16;
   int64_t num_kv_blocks = 0;        // 0: size from memory (kv_memory_fraction)
   double kv_memory_fraction = 0.9;  // of the memory left after weights and activations
-  int64_t max_kv_bytes_cpu = 8ll << 30;  // cap on CPU, where "free memory" is shared
+  int64_t max_kv_bytes_cpu = 2ll << 30;  // cap on CPU, where "free memory" is shared
   bool prefix_caching = true;
   SchedulerConfig scheduler;
   size_t vision_threads = 1;
@@ -52,6 +52,7 @@ struct GenerateRequest {
   std::string prompt;
   std::vector<std::string> images;
   SamplingParams sampling;
+  bool return_logits = false;  // debugging: each token event carries the raw logits it came from
 };
 
 struct Usage {
@@ -76,6 +77,7 @@ struct StreamEvent {
   Usage usage;                     // in the final event
   Timings timings;                 // in the final event
   std::vector<int32_t> prompt_ids; // in the final event
+  std::vector<float> logits;       // with return_logits: [token_ids.size() x vocab], row-major
 };
 
 class RequestStream {

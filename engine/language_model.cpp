@@ -158,6 +158,7 @@ Status LanguageModelImpl::load(const weights::StateDict& weights, at::ScalarType
   options.dtype = dtype;
   options.device = device;
   options.allow_unexpected = true;  // the vision tensors, checked above and by VisionModel
+  options.discard_initial_values = true;
   DSOCR_RETURN_IF_ERROR(weights::load_module(*this, weights, options));
   eval();
   for (auto& layer : layers_) layer->pack_experts();

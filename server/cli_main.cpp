@@ -4,6 +4,7 @@
 //   dsocr make-model --preset P --out DIR [--seed N] [--dtype bf16|f32] [--tokenizer-dir D]
 //   dsocr preprocess IMAGE --out DIR   what the model sees: plan.json, global.png, tile_k.png
 //   dsocr encode --model DIR --out FILE IMAGE...   vision encoder stages as safetensors
+//   dsocr generate --model DIR [--image FILE]... --prompt TEXT [...]   one offline request
 //   dsocr version
 // Each subcommand is one entry of kCommands.
 #include <unistd.h>
@@ -21,11 +22,13 @@
 #include "common/flags.h"
 #include "common/version.h"
 #include "engine/device.h"
+#include "engine/engine.h"
 #include "tokenizer/tokenizer.h"
 #include "vision/vision_tools.h"
 #include "weights/hub_client.h"
 #include "weights/make_model.h"
 #include "weights/model_source.h"
+#include "weights/safetensors_format.h"
 
 namespace {
 
@@ -293,6 +296,127 @@ int cmd_encode(int argc, const char* const* argv) {
   return 0;
 }
 
+// Writes `rows` float32 logits rows as one safetensors tensor "logits" [rows, vocab].
+Status write_logits(const std::string& path, const std::vector<float>& data, int64_t rows) {
+  std::vector<weights::TensorInfo> tensors(1);
+  tensors[0].name = "logits";
+  tensors[0].dtype = weights::DType::kF32;
+  tensors[0].shape = {rows, rows ? static_cast<int64_t>(data.size()) / rows : 0};
+  std::string header = weights::make_safetensors_header(&tensors, {});
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) return not_found("cannot create " + path);
+  bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
+            std::fwrite(data.data(), sizeof(float), data.size(), f) == data.size();
+  ok = (std::fclose(f) == 0) && ok;
+  return ok ? Status() : Status(StatusCode::kInternal, "cannot write " + path);
+}
+
+// One offline request through the engine (the code path the server uses).
+int cmd_generate(int argc, const char* const* argv) {
+  engine::EngineOptions options;
+  engine::GenerateRequest request;
+  std::string model, dump_logits;
+  std::vector<std::string> images;
+  int64_t max_tokens = 0, top_k = 0, ngram_size = 20, ngram_window = 90, seed = -1, blocks = 0;
+  double temperature = 0.0, top_p = 1.0;
+  bool no_ngram = false, as_json = false;
+  options.dtype = "auto";
+  FlagSet flags("dsocr generate",
+                "Run one request (prompt + images) through the engine and print the generated text.");
+  flags.add_string("model", &model, "model directory");
+  flags.add_repeated("image", &images, "image file (repeatable, in prompt order)");
+  flags.add_string("prompt", &request.prompt, "prompt text, taken literally ('<image>' marks images)");
+  flags.add_int("max-tokens", &max_tokens, "generation limit (0: up to the context length)");
+  flags.add_string("dtype", &options.dtype, "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16");
+  flags.add_string("device", &options.device, "auto, cpu, cuda or cuda:N");
+  flags.add_bool("no-ngram", &no_ngram, "disable the no-repeat n-gram processor");
+  flags.add_int("ngram-size", &ngram_size, "no-repeat n-gram size");
+  flags.add_int("ngram-window", &ngram_window, "no-repeat n-gram window");
+  flags.add_double("temperature", &temperature, "0 = greedy");
+  flags.add_double("top-p", &top_p, "nucleus sampling");
+  flags.add_int("top-k", &top_k, "top-k sampling (0: off)");
+  flags.add_int("seed", &seed, "sampling seed (-1: random)");
+  flags.add_int("num-kv-blocks", &blocks, "KV cache blocks (0: enough for one full-length request)");
+  flags.add_bool("json", &as_json, "print one JSON object (text, ids, prompt_ids, image_tokens, finish_reason)");
+  flags.add_string("dump-logits", &dump_logits, "write the raw logits of every generated token (safetensors)");
+  if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
+  if (model.empty()) {
+    std::cerr << "dsocr generate: --model is required\n";
+    return 2;
+  }
+  options.model_dir = model;
+  options.vision_threads = 1;
+  options.scheduler.max_num_seqs = 1;
+  options.num_kv_blocks = blocks;
+  if (blocks == 0) options.num_kv_blocks = (options.scheduler.max_model_len + options.block_size - 1) / options.block_size;
+  auto& sp = request.sampling;
+  sp.max_tokens = max_tokens;
+  sp.temperature = temperature;
+  sp.top_p = top_p;
+  sp.top_k = top_k;
+  if (seed >= 0) sp.seed = static_cast<uint64_t>(seed);
+  sp.ngram_size = no_ngram ? 0 : ngram_size;
+  sp.ngram_window = ngram_window;
+  request.return_logits = !dump_logits.empty();
+  request.request_id = "generate";
+  for (const auto& path : images) {
+    auto bytes = vision::read_file_bytes(path);
+    if (!bytes.ok()) {
+      std::cerr << "dsocr generate: " << bytes.status().message() << "\n";
+      return 1;
+    }
+    request.images.push_back(std::move(bytes).value());
+  }
+  auto engine = engine::Engine::create(options);
+  if (!engine.ok()) {
+    std::cerr << "dsocr generate: " << engine.status().message() << "\n";
+    return 1;
+  }
+  auto stream = (*engine)->submit(std::move(request));
+  if (!stream.ok()) {
+    std::cerr << "dsocr generate: " << stream.status().message() << "\n";
+    return 1;
+  }
+  std::vector<int32_t> ids;
+  std::vector<float> logits;
+  engine::StreamEvent last;
+  while (true) {
+    auto event = (*stream)->next(std::chrono::milliseconds(1000));
+    if (!event) continue;
+    ids.insert(ids.end(), event->token_ids.begin(), event->token_ids.end());
+    logits.insert(logits.end(), event->logits.begin(), event->logits.end());
+    if (event->finished) {
+      last = std::move(*event);
+      break;
+    }
+  }
+  if (!last.error.ok()) {
+    std::cerr << "dsocr generate: " << last.error.message() << "\n";
+    return 1;
+  }
+  std::vector<int32_t> text_ids = ids;
+  if (last.finish_reason == engine::FinishReason::kStop && !text_ids.empty()) text_ids.pop_back();
+  const std::string text = (*engine)->detokenize(text_ids);
+  if (!dump_logits.empty()) {
+    if (Status s = write_logits(dump_logits, logits, static_cast<int64_t>(ids.size())); !s.ok()) {
+      std::cerr << "dsocr generate: " << s.message() << "\n";
+      return 1;
+    }
+  }
+  const std::string reason(engine::finish_reason_name(last.finish_reason));
+  if (as_json) {
+    nlohmann::json out = {{"text", text},
+                          {"ids", ids},
+                          {"prompt_ids", last.prompt_ids},
+                          {"image_tokens", last.usage.image_tokens},
+                          {"finish_reason", reason}};
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else {
+    std::cout << text << "\n";
+  }
+  return 0;
+}
+
 struct Command {
   std::string_view name;
   std::string_view summary;
@@ -302,6 +426,7 @@ struct Command {
 const Command kCommands[] = {
     {"download", "fetch a model from the Hugging Face hub into its cache", cmd_download},
     {"encode", "run the vision encoder, dump every stage (safetensors)", cmd_encode},
+    {"generate", "one offline request through the engine (greedy by default)", cmd_generate},
     {"info", "build, libtorch, compute devices, model location", cmd_info},
     {"make-model", "write a random-weight checkpoint (tiny, small, full)", cmd_make_model},
     {"preprocess", "show what the model sees of an image (plan.json + PNGs)", cmd_preprocess},

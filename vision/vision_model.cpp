@@ -23,6 +23,7 @@ Status VisionModelImpl::load(const weights::StateDict& weights, at::ScalarType d
   options.dtype = dtype;
   options.device = device;
   options.allow_unexpected = true;  // the language model's tensors share the "model." prefix
+  options.discard_initial_values = true;
   DSOCR_RETURN_IF_ERROR(weights::load_module(*this, weights, options));
   eval();
   sam_model_->prepare();

@@ -8,6 +8,7 @@
 #include <opencv2/imgproc.hpp>
 #include <sstream>
 
+#include "common/memory.h"
 #include "vision/image_decoder.h"
 #include "vision/pixel_values.h"
 #include "vision/preprocess.h"
@@ -71,6 +72,7 @@ Status write_preprocess_dump(const std::filesystem::path& image_path,
 }
 
 Status write_vision_dump(const VisionDumpOptions& options) {
+  use_mmap_for_large_allocations();
   DSOCR_ASSIGN_OR_RETURN(at::ScalarType dtype, parse_dtype(options.dtype));
   at::Device device(options.device);
   DSOCR_ASSIGN_OR_RETURN(auto config, weights::ModelConfig::from_file(options.model_dir / "config.json"));

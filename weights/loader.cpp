@@ -65,6 +65,11 @@ Status load_module(torch::nn::Module& module, const StateDict& weights,
   }
 
   // Convert everything first; assign only when all conversions succeeded.
+  if (options.discard_initial_values) {
+    torch::NoGradGuard no_grad;
+    for (auto& [name, target] : targets)
+      target.set_data(at::empty({0}, target.options()));  // shapes were checked above
+  }
   for (size_t i = 0; i < targets.size(); ++i) {
     const auto& [name, target] = targets[i];
     DSOCR_ASSIGN_OR_RETURN(at::Tensor view, weights.get(options.prefix + name));

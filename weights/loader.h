@@ -24,6 +24,10 @@ struct LoadOptions {
   std::optional<at::ScalarType> dtype;  // default: each parameter's current dtype
   std::optional<at::Device> device;     // default: each parameter's current device
   bool allow_unexpected = false;        // checkpoint tensors under prefix the module lacks
+  // Free the module's initial values (random init) before converting, once names and shapes
+  // have been checked: halves the peak memory of loading a large model. The module is unusable
+  // if a later conversion fails.
+  bool discard_initial_values = false;
 };
 
 Status load_module(torch::nn::Module& module, const StateDict& weights, const LoadOptions& options);
