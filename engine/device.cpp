@@ -3,8 +3,8 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
-#include <fstream>
 #include <torch/version.h>
+#include <fstream>
 
 #include <sstream>
 

@@ -31,11 +31,16 @@ namespace dsocr::engine {
 
 std::string_view engine_state_name(EngineState state) {
   switch (state) {
-    case EngineState::kLoading: return "loading";
-    case EngineState::kReady: return "ready";
-    case EngineState::kDraining: return "draining";
-    case EngineState::kUnhealthy: return "unhealthy";
-    case EngineState::kStopped: return "stopped";
+    case EngineState::kLoading:
+      return "loading";
+    case EngineState::kReady:
+      return "ready";
+    case EngineState::kDraining:
+      return "draining";
+    case EngineState::kUnhealthy:
+      return "unhealthy";
+    case EngineState::kStopped:
+      return "stopped";
   }
   return "unknown";
 }
@@ -56,7 +61,8 @@ class StreamImpl : public RequestStream {
 
   std::optional<StreamEvent> next(std::chrono::milliseconds timeout) override {
     std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty() || (done_ && events_.empty()); }))
+    if (!cv_.wait_for(lock, timeout,
+                      [&] { return !events_.empty() || (done_ && events_.empty()); }))
       return std::nullopt;
     if (events_.empty()) return std::nullopt;
     StreamEvent e = std::move(events_.front());
@@ -173,8 +179,8 @@ class EngineImpl : public Engine {
   bool stopping_ = false;
   std::atomic<uint64_t> next_seq_id_{1};
   std::atomic<int64_t> preparing_{0};
-  EngineStats counters_;        // guarded by mu_ (copied into stats())
-  SchedulerStats last_sched_;   // guarded by mu_
+  EngineStats counters_;       // guarded by mu_ (copied into stats())
+  SchedulerStats last_sched_;  // guarded by mu_
 
   // Engine thread only.
   std::unordered_map<uint64_t, LiveRequest> live_;
@@ -187,10 +193,15 @@ Status EngineImpl::init() {
   DeviceInfo info = probe_devices();
   DSOCR_ASSIGN_OR_RETURN(device_name_, resolve_device(options_.device, info));
   device_ = at::Device(device_name_);
-  if (options_.dtype == "auto") dtype_ = device_.is_cuda() ? at::kBFloat16 : at::kFloat;
-  else if (options_.dtype == "float32" || options_.dtype == "f32") dtype_ = at::kFloat;
-  else if (options_.dtype == "bfloat16" || options_.dtype == "bf16") dtype_ = at::kBFloat16;
-  else return invalid_argument("dtype must be auto, float32 or bfloat16, got '" + options_.dtype + "'");
+  if (options_.dtype == "auto")
+    dtype_ = device_.is_cuda() ? at::kBFloat16 : at::kFloat;
+  else if (options_.dtype == "float32" || options_.dtype == "f32")
+    dtype_ = at::kFloat;
+  else if (options_.dtype == "bfloat16" || options_.dtype == "bf16")
+    dtype_ = at::kBFloat16;
+  else
+    return invalid_argument("dtype must be auto, float32 or bfloat16, got '" + options_.dtype +
+                            "'");
 
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int threads = options_.torch_threads > 0
@@ -198,8 +209,10 @@ Status EngineImpl::init() {
                     : std::max(1, cores - static_cast<int>(options_.vision_threads) + 1);
   at::set_num_threads(std::min(threads, cores));
 
-  DSOCR_ASSIGN_OR_RETURN(config_, weights::ModelConfig::from_file(options_.model_dir / "config.json"));
-  DSOCR_ASSIGN_OR_RETURN(tokenizer_, tokenizer::Tokenizer::from_file(options_.model_dir / "tokenizer.json"));
+  DSOCR_ASSIGN_OR_RETURN(config_,
+                         weights::ModelConfig::from_file(options_.model_dir / "config.json"));
+  DSOCR_ASSIGN_OR_RETURN(tokenizer_,
+                         tokenizer::Tokenizer::from_file(options_.model_dir / "tokenizer.json"));
   DSOCR_ASSIGN_OR_RETURN(auto builder, tokenizer::OcrPromptBuilder::create(tokenizer_));
   prompt_builder_ = std::move(builder);
   DSOCR_ASSIGN_OR_RETURN(auto state, weights::StateDict::open(options_.model_dir));
@@ -209,7 +222,8 @@ Status EngineImpl::init() {
   language_ = LanguageModel(config_.language);
   DSOCR_RETURN_IF_ERROR(language_->load(state, dtype_, device_).with_context("language weights"));
   logger_->info("model {} loaded on {} ({}) in {:.1f} s", options_.model_dir.string(), device_name_,
-                dtype_ == at::kFloat ? "float32" : "bfloat16", ms_between(started, Clock::now()) / 1000);
+                dtype_ == at::kFloat ? "float32" : "bfloat16",
+                ms_between(started, Clock::now()) / 1000);
 
   options_.scheduler.eos_token_id = static_cast<int32_t>(config_.language.eos_token_id);
   options_.scheduler.max_model_len =
@@ -218,12 +232,15 @@ Status EngineImpl::init() {
   const auto& lc = config_.language;
   cache_ = KvCache::allocate(lc.num_hidden_layers, blocks, options_.block_size,
                              lc.num_key_value_heads, lc.head_dim(), dtype_, device_);
-  scheduler_ = std::make_unique<Scheduler>(options_.scheduler, static_cast<int>(blocks),
-                                           static_cast<int>(options_.block_size), options_.prefix_caching);
-  logger_->info("KV cache: {} blocks of {} tokens ({} tokens, {:.2f} GiB)", blocks, options_.block_size,
-                blocks * options_.block_size,
-                KvCache::bytes_per_block(lc.num_hidden_layers, options_.block_size, lc.num_key_value_heads,
-                                         lc.head_dim(), at::elementSize(dtype_)) * blocks / double(1ll << 30));
+  scheduler_ =
+      std::make_unique<Scheduler>(options_.scheduler, static_cast<int>(blocks),
+                                  static_cast<int>(options_.block_size), options_.prefix_caching);
+  logger_->info(
+      "KV cache: {} blocks of {} tokens ({} tokens, {:.2f} GiB)", blocks, options_.block_size,
+      blocks * options_.block_size,
+      KvCache::bytes_per_block(lc.num_hidden_layers, options_.block_size, lc.num_key_value_heads,
+                               lc.head_dim(), at::elementSize(dtype_)) *
+          blocks / double(1ll << 30));
   vision::VisionWorkersOptions wo;
   wo.threads = options_.vision_threads;
   wo.queue_capacity = options_.max_queued_requests;
@@ -235,10 +252,11 @@ Status EngineImpl::init() {
 
 StatusOr<int64_t> EngineImpl::size_kv_cache() {
   const auto& lc = config_.language;
-  const int64_t per_block = KvCache::bytes_per_block(lc.num_hidden_layers, options_.block_size,
-                                                     lc.num_key_value_heads, lc.head_dim(),
-                                                     at::elementSize(dtype_));
-  const int64_t needed = (options_.scheduler.max_model_len + options_.block_size - 1) / options_.block_size;
+  const int64_t per_block =
+      KvCache::bytes_per_block(lc.num_hidden_layers, options_.block_size, lc.num_key_value_heads,
+                               lc.head_dim(), at::elementSize(dtype_));
+  const int64_t needed =
+      (options_.scheduler.max_model_len + options_.block_size - 1) / options_.block_size;
   if (options_.num_kv_blocks > 0) {
     if (options_.num_kv_blocks < needed)
       logger_->warn("--num-kv-blocks {} holds fewer than one maximal request ({} blocks)",
@@ -249,7 +267,8 @@ StatusOr<int64_t> EngineImpl::size_kv_cache() {
   {
     KvCache probe = KvCache::allocate(lc.num_hidden_layers, needed, options_.block_size,
                                       lc.num_key_value_heads, lc.head_dim(), dtype_, device_);
-    const int64_t t = std::min(options_.scheduler.max_num_batched_tokens, needed * options_.block_size);
+    const int64_t t =
+        std::min(options_.scheduler.max_num_batched_tokens, needed * options_.block_size);
     ForwardBatch batch;
     auto opts = at::TensorOptions().dtype(at::kLong).device(device_);
     batch.input_ids = at::zeros({t}, opts);
@@ -262,11 +281,13 @@ StatusOr<int64_t> EngineImpl::size_kv_cache() {
     (void)language_->forward(batch, probe);
   }
   int64_t free_bytes = free_memory_bytes(device_name_);
-  int64_t budget = static_cast<int64_t>(options_.kv_memory_fraction * static_cast<double>(free_bytes));
+  int64_t budget =
+      static_cast<int64_t>(options_.kv_memory_fraction * static_cast<double>(free_bytes));
   if (!device_.is_cuda()) budget = std::min(budget, options_.max_kv_bytes_cpu);
   int64_t blocks = std::min(budget / per_block, needed * options_.scheduler.max_num_seqs);
   if (blocks < needed) {
-    logger_->warn("only {} KV blocks fit in free memory; using the {} one request needs", blocks, needed);
+    logger_->warn("only {} KV blocks fit in free memory; using the {} one request needs", blocks,
+                  needed);
     blocks = needed;
   }
   return blocks;
@@ -274,17 +295,18 @@ StatusOr<int64_t> EngineImpl::size_kv_cache() {
 
 StatusOr<std::shared_ptr<RequestStream>> EngineImpl::submit(GenerateRequest request) {
   if (state_ != EngineState::kReady)
-    return Status(StatusCode::kUnavailable, std::string("engine is ") +
-                                                std::string(engine_state_name(state_.load())));
+    return Status(StatusCode::kUnavailable,
+                  std::string("engine is ") + std::string(engine_state_name(state_.load())));
   DSOCR_RETURN_IF_ERROR(request.sampling.validate());
   const uint64_t seq_id = next_seq_id_++;
   auto stream = std::make_shared<StreamImpl>(
       request.request_id, [this](uint64_t id) { request_cancel(id); }, seq_id);
   const auto submitted = Clock::now();
   ++preparing_;
-  bool posted = workers_->try_post([this, seq_id, stream, submitted, r = std::move(request)]() mutable {
-    prepare(seq_id, stream, std::move(r), submitted);
-  });
+  bool posted =
+      workers_->try_post([this, seq_id, stream, submitted, r = std::move(request)]() mutable {
+        prepare(seq_id, stream, std::move(r), submitted);
+      });
   if (!posted) {
     --preparing_;
     return resource_exhausted("too many requests are waiting for preparation (" +
@@ -322,7 +344,8 @@ void EngineImpl::prepare(uint64_t seq_id, std::shared_ptr<StreamImpl> stream,
     p.images.push_back(std::move(image).value());
   }
   p.request.images.clear();  // the bytes are no longer needed
-  auto text = tokenizer::chat_prompt_text(std::span<const std::string>(&p.request.prompt, 1), counts.size());
+  auto text = tokenizer::chat_prompt_text(std::span<const std::string>(&p.request.prompt, 1),
+                                          counts.size());
   if (!text.ok()) return fail(stream, text.status());
   auto prompt = prompt_builder_->build(*text, counts);
   if (!prompt.ok()) return fail(stream, prompt.status());
@@ -360,8 +383,9 @@ void EngineImpl::admit(PreparedRequest p) {
   seq->tokens = p.prompt.ids;
   seq->prompt_len = static_cast<int64_t>(seq->tokens.size());
   seq->params = p.request.sampling;
-  const int64_t max_new = seq->params.max_tokens > 0 ? seq->params.max_tokens
-                                                     : options_.scheduler.max_model_len - seq->prompt_len;
+  const int64_t max_new = seq->params.max_tokens > 0
+                              ? seq->params.max_tokens
+                              : options_.scheduler.max_model_len - seq->prompt_len;
   seq->max_total_tokens = std::min(options_.scheduler.max_model_len, seq->prompt_len + max_new);
   LiveRequest live;
   live.stream = p.stream;
@@ -437,12 +461,15 @@ at::Tensor EngineImpl::run_model(const StepPlan& plan) {
       const int64_t lo = std::max(chunk.begin, img.offset);
       const int64_t hi = std::min(chunk.begin + chunk.num_tokens, img.offset + img.length);
       if (lo >= hi) continue;
-      DSOCR_CHECK(live.embeddings[i].defined()) << "image " << i << " of request " << seq.id << " not encoded";
+      DSOCR_CHECK(live.embeddings[i].defined())
+          << "image " << i << " of request " << seq.id << " not encoded";
       image_parts.push_back(live.embeddings[i].slice(0, lo - img.offset, hi - img.offset));
       for (int64_t p = lo; p < hi; ++p) image_rows.push_back(q_start + (p - chunk.begin));
     }
   }
-  auto to_device = [&](const std::vector<int64_t>& v) { return at::tensor(v, at::kLong).to(device_); };
+  auto to_device = [&](const std::vector<int64_t>& v) {
+    return at::tensor(v, at::kLong).to(device_);
+  };
   batch.input_ids = to_device(ids);
   batch.positions = to_device(positions);
   batch.slot_mapping = to_device(slots);
@@ -479,8 +506,10 @@ void EngineImpl::finish(Sequence* seq) {
     counters_.prompt_tokens += static_cast<uint64_t>(seq->prompt_len);
     counters_.cached_tokens += static_cast<uint64_t>(seq->num_cached_tokens);
     counters_.generated_tokens += static_cast<uint64_t>(seq->output_len());
-    if (seq->finish_reason == FinishReason::kCancelled) ++counters_.requests_cancelled;
-    else ++counters_.requests_finished;
+    if (seq->finish_reason == FinishReason::kCancelled)
+      ++counters_.requests_cancelled;
+    else
+      ++counters_.requests_finished;
     if (seq->finish_reason == FinishReason::kLoop) ++counters_.loops_detected;
   }
   scheduler_->release(seq->id);
@@ -501,7 +530,8 @@ void EngineImpl::step() {
         Sequence* seq = scheduler_->find(id);
         if (seq && seq->status == SequenceStatus::kWaiting) {
           scheduler_->abort(id);
-          fail(live.stream, resource_exhausted("the request needs more KV cache than the engine has"));
+          fail(live.stream,
+               resource_exhausted("the request needs more KV cache than the engine has"));
           live_.erase(id);
           scheduler_->release(id);
           break;
@@ -591,7 +621,8 @@ void EngineImpl::loop() {
       state_ = EngineState::kUnhealthy;
       for (auto& [id, live] : live_) {
         scheduler_->abort(id);
-        fail(live.stream, Status(StatusCode::kInternal, std::string("engine step failed: ") + e.what()));
+        fail(live.stream,
+             Status(StatusCode::kInternal, std::string("engine step failed: ") + e.what()));
         scheduler_->release(id);
       }
       live_.clear();
@@ -620,7 +651,8 @@ EngineStats EngineImpl::stats() const {
 }
 
 void EngineImpl::drain(std::chrono::milliseconds timeout) {
-  if (state_ == EngineState::kReady || state_ == EngineState::kUnhealthy) state_ = EngineState::kDraining;
+  if (state_ == EngineState::kReady || state_ == EngineState::kUnhealthy)
+    state_ = EngineState::kDraining;
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
     {

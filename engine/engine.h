@@ -32,14 +32,14 @@ struct EngineOptions {
   std::string device = "auto";      // auto | cpu | cuda[:N]
   std::string dtype = "auto";       // auto (bf16 on GPU, f32 on CPU) | float32 | bfloat16
   int64_t block_size = 16;
-  int64_t num_kv_blocks = 0;        // 0: size from memory (kv_memory_fraction)
-  double kv_memory_fraction = 0.9;  // of the memory left after weights and activations
+  int64_t num_kv_blocks = 0;             // 0: size from memory (kv_memory_fraction)
+  double kv_memory_fraction = 0.9;       // of the memory left after weights and activations
   int64_t max_kv_bytes_cpu = 2ll << 30;  // cap on CPU, where "free memory" is shared
   bool prefix_caching = true;
   SchedulerConfig scheduler;
   size_t vision_threads = 1;
   size_t max_queued_requests = 256;
-  int torch_threads = 0;            // 0: cores minus vision threads
+  int torch_threads = 0;  // 0: cores minus vision threads
 };
 
 enum class EngineState { kLoading, kReady, kDraining, kUnhealthy, kStopped };
@@ -63,9 +63,9 @@ struct Usage {
 };
 
 struct Timings {
-  double queue_ms = 0;      // submit -> first scheduled
-  double prepare_ms = 0;    // decode + preprocess + tokenise
-  double ttft_ms = 0;       // submit -> first token
+  double queue_ms = 0;    // submit -> first scheduled
+  double prepare_ms = 0;  // decode + preprocess + tokenise
+  double ttft_ms = 0;     // submit -> first token
   double total_ms = 0;
 };
 
@@ -73,11 +73,11 @@ struct StreamEvent {
   std::vector<int32_t> token_ids;  // new tokens (may be empty in the final event)
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
-  Status error;                    // set when the request failed
-  Usage usage;                     // in the final event
-  Timings timings;                 // in the final event
-  std::vector<int32_t> prompt_ids; // in the final event
-  std::vector<float> logits;       // with return_logits: [token_ids.size() x vocab], row-major
+  Status error;                     // set when the request failed
+  Usage usage;                      // in the final event
+  Timings timings;                  // in the final event
+  std::vector<int32_t> prompt_ids;  // in the final event
+  std::vector<float> logits;        // with return_logits: [token_ids.size() x vocab], row-major
 };
 
 class RequestStream {

@@ -29,9 +29,10 @@ struct ForwardBatch {
   at::Tensor positions;     // [T] int64
   at::Tensor slot_mapping;  // [T] int64
   std::vector<SequenceSlice> sequences;
-  at::Tensor image_rows;    // [R] int64 rows of the batch to take from image_embeds; may be undefined
+  at::Tensor image_rows;  // [R] int64 rows of the batch to take from image_embeds; may be undefined
   at::Tensor image_embeds;  // [R, hidden], model dtype
-  at::Tensor logits_rows;   // [S] int64 rows whose logits are needed (the last row of a sampling sequence)
+  at::Tensor
+      logits_rows;  // [S] int64 rows whose logits are needed (the last row of a sampling sequence)
 };
 
 }  // namespace dsocr::engine

@@ -16,12 +16,11 @@ namespace dsocr::engine {
 struct KvCache {
   int64_t num_blocks = 0;
   int64_t block_size = 0;
-  std::vector<at::Tensor> keys;    // one per layer
+  std::vector<at::Tensor> keys;  // one per layer
   std::vector<at::Tensor> values;
 
-  static KvCache allocate(int64_t layers, int64_t num_blocks, int64_t block_size,
-                          int64_t kv_heads, int64_t head_dim, at::ScalarType dtype,
-                          at::Device device) {
+  static KvCache allocate(int64_t layers, int64_t num_blocks, int64_t block_size, int64_t kv_heads,
+                          int64_t head_dim, at::ScalarType dtype, at::Device device) {
     KvCache cache;
     cache.num_blocks = num_blocks;
     cache.block_size = block_size;

@@ -35,7 +35,8 @@ at::Tensor SwiGluMlpImpl::forward(const at::Tensor& x) {
 
 MoeImpl::MoeImpl(const weights::LanguageConfig& config) : config_(config) {
   auto gate = register_module("gate", std::make_shared<torch::nn::Module>());
-  gate_weight_ = gate->register_parameter("weight", at::zeros({config.n_routed_experts, config.hidden_size}));
+  gate_weight_ =
+      gate->register_parameter("weight", at::zeros({config.n_routed_experts, config.hidden_size}));
   auto experts = register_module("experts", torch::nn::ModuleList());
   for (int64_t e = 0; e < config.n_routed_experts; ++e) {
     SwiGluMlp expert(config.hidden_size, config.moe_intermediate_size);
@@ -119,11 +120,14 @@ at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
   const int64_t t = x.size(0), hd = config_.head_dim();
   at::Tensor y = vision::rms_norm(x, input_layernorm_, config_.rms_norm_eps);
   // [T, heads, hd] with RoPE on each row's own position (cos/sin: [T, 1, hd]).
-  at::Tensor q = vision::apply_rope(q_proj_->forward(y).view({t, config_.num_attention_heads, hd}), cos, sin);
-  at::Tensor k = vision::apply_rope(k_proj_->forward(y).view({t, config_.num_key_value_heads, hd}), cos, sin);
+  at::Tensor q =
+      vision::apply_rope(q_proj_->forward(y).view({t, config_.num_attention_heads, hd}), cos, sin);
+  at::Tensor k =
+      vision::apply_rope(k_proj_->forward(y).view({t, config_.num_key_value_heads, hd}), cos, sin);
   at::Tensor v = v_proj_->forward(y).view({t, config_.num_key_value_heads, hd});
   write_kv_cache(k.contiguous(), v.contiguous(), key_cache, value_cache, batch.slot_mapping);
-  at::Tensor attn = paged_attention(q, key_cache, value_cache, batch, 1.0 / std::sqrt(static_cast<double>(hd)));
+  at::Tensor attn =
+      paged_attention(q, key_cache, value_cache, batch, 1.0 / std::sqrt(static_cast<double>(hd)));
   at::Tensor h = x + o_proj_->forward(attn.reshape({t, -1}));
   at::Tensor u = vision::rms_norm(h, post_attention_layernorm_, config_.rms_norm_eps);
   return h + (moe_ ? moe_->forward(u) : dense_mlp_->forward(u));

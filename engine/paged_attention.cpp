@@ -28,8 +28,7 @@ at::Tensor expand_kv(const at::Tensor& kv, int64_t groups) {  // [.., kv_heads, 
 }  // namespace
 
 at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
-                           const at::Tensor& value_cache, const ForwardBatch& batch,
-                           double scale) {
+                           const at::Tensor& value_cache, const ForwardBatch& batch, double scale) {
   const int64_t heads = query.size(1), head_dim = query.size(2);
   const int64_t block_size = key_cache.size(1), kv_heads = key_cache.size(2);
   const int64_t groups = heads / kv_heads;
@@ -45,11 +44,13 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
       continue;
     }
     const std::vector<int64_t> slots = context_slots(seq, block_size);
-    at::Tensor k = expand_kv(gather(key_rows, slots).transpose(0, 1), groups);    // [H, n, d]
+    at::Tensor k = expand_kv(gather(key_rows, slots).transpose(0, 1), groups);  // [H, n, d]
     at::Tensor v = expand_kv(gather(value_rows, slots).transpose(0, 1), groups);
-    at::Tensor q = query.slice(0, seq.q_start, seq.q_start + seq.q_len).transpose(0, 1);  // [H, q, d]
+    at::Tensor q =
+        query.slice(0, seq.q_start, seq.q_start + seq.q_len).transpose(0, 1);  // [H, q, d]
     const int64_t offset = seq.context_len - seq.q_len;
-    at::Tensor rows = at::arange(seq.q_len, at::TensorOptions().dtype(at::kLong).device(q.device()));
+    at::Tensor rows =
+        at::arange(seq.q_len, at::TensorOptions().dtype(at::kLong).device(q.device()));
     at::Tensor cols = at::arange(seq.context_len, rows.options());
     at::Tensor mask = cols.unsqueeze(0) <= (rows.unsqueeze(1) + offset);  // [q, n]
     at::Tensor o = at::scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
@@ -72,8 +73,8 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
     }
     at::Tensor k = gather(key_rows, slots).view({b, max_len, kv_heads, head_dim}).transpose(1, 2);
     at::Tensor v = gather(value_rows, slots).view({b, max_len, kv_heads, head_dim}).transpose(1, 2);
-    at::Tensor mask = at::from_blob(valid.data(), {b, 1, 1, max_len}, at::kByte)
-                          .to(query.device(), at::kBool);
+    at::Tensor mask =
+        at::from_blob(valid.data(), {b, 1, 1, max_len}, at::kByte).to(query.device(), at::kBool);
     at::Tensor row_index = at::tensor(rows, at::kLong).to(query.device());
     at::Tensor q = query.index_select(0, row_index).unsqueeze(2);  // [B, H, 1, d]
     at::Tensor o = at::scaled_dot_product_attention(q, expand_kv(k, groups), expand_kv(v, groups),

@@ -17,8 +17,7 @@ namespace dsocr::engine {
 // query: [T, heads, head_dim] (RoPE applied); caches as in kv_cache_ops.h with this step's K/V
 // already written. Returns [T, heads, head_dim].
 at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
-                           const at::Tensor& value_cache, const ForwardBatch& batch,
-                           double scale);
+                           const at::Tensor& value_cache, const ForwardBatch& batch, double scale);
 
 // The cache slots of positions [0, context_len) of a sequence.
 std::vector<int64_t> context_slots(const SequenceSlice& seq, int64_t block_size);

@@ -23,7 +23,7 @@ struct SamplingRow {
   const SamplingParams* params;
   std::span<const int32_t> tokens;  // prompt followed by generated tokens
   int64_t prompt_len;
-  std::mt19937_64* rng;             // the request's generator (unused when greedy)
+  std::mt19937_64* rng;  // the request's generator (unused when greedy)
 };
 
 // logits: [rows.size(), vocab] float32 (any device). Returns one token id per row.

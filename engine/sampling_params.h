@@ -22,7 +22,7 @@ inline constexpr int32_t kTdCloseTokenId = 128822;  // "</td>"
 struct SamplingParams {
   double temperature = 0.0;  // 0 = greedy
   double top_p = 1.0;
-  int64_t top_k = 0;         // 0 = off
+  int64_t top_k = 0;  // 0 = off
   double min_p = 0.0;
   std::optional<uint64_t> seed;
   double repetition_penalty = 1.0;  // over prompt and output tokens (>1 discourages)

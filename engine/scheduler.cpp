@@ -9,19 +9,27 @@ namespace dsocr::engine {
 
 std::string_view finish_reason_name(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kNone: return "";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kLoop: return "loop";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kLoop:
+      return "loop";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
   }
   return "";
 }
 
 Scheduler::Scheduler(const SchedulerConfig& config, int num_blocks, int block_size,
                      bool prefix_caching)
-    : config_(config), blocks_(num_blocks, block_size, prefix_caching), prefix_caching_(prefix_caching) {}
+    : config_(config),
+      blocks_(num_blocks, block_size, prefix_caching),
+      prefix_caching_(prefix_caching) {}
 
 Sequence* Scheduler::add(std::unique_ptr<Sequence> seq) {
   DSOCR_CHECK(seq->num_tokens() > 0);
@@ -53,7 +61,8 @@ bool Scheduler::abort(uint64_t id) {
 
 void Scheduler::release(uint64_t id) {
   auto it = sequences_.find(id);
-  if (it != sequences_.end() && it->second->status == SequenceStatus::kFinished) sequences_.erase(it);
+  if (it != sequences_.end() && it->second->status == SequenceStatus::kFinished)
+    sequences_.erase(it);
 }
 
 void Scheduler::finish(Sequence* seq, FinishReason reason) {
@@ -86,9 +95,9 @@ int64_t Scheduler::fit_images(Sequence* seq, int64_t begin, int64_t want, int64_
   for (int i = 0; i < static_cast<int>(seq->images.size()); ++i) {
     SequenceImage& img = seq->images[i];
     if (img.encoded || img.offset + img.length <= begin || img.offset >= end) continue;
-    const bool planned = std::any_of(plan->images.begin(), plan->images.end(), [&](const ImageToEncode& e) {
-      return e.seq == seq && e.image_index == i;
-    });
+    const bool planned =
+        std::any_of(plan->images.begin(), plan->images.end(),
+                    [&](const ImageToEncode& e) { return e.seq == seq && e.image_index == i; });
     if (planned) continue;
     if (*image_budget >= img.length || plan->images.empty()) {
       *image_budget -= img.length;
@@ -180,12 +189,14 @@ FinishReason Scheduler::stop_reason(const Sequence& seq) const {
   return FinishReason::kNone;
 }
 
-std::vector<Sequence*> Scheduler::update(const StepPlan& plan, const std::vector<int32_t>& sampled) {
+std::vector<Sequence*> Scheduler::update(const StepPlan& plan,
+                                         const std::vector<int32_t>& sampled) {
   std::vector<Sequence*> finished;
   size_t next_sample = 0;
   for (const ScheduledChunk& chunk : plan.chunks) {
     Sequence* seq = chunk.seq;
-    DSOCR_CHECK(seq->status == SequenceStatus::kRunning || seq->status == SequenceStatus::kFinished);
+    DSOCR_CHECK(seq->status == SequenceStatus::kRunning ||
+                seq->status == SequenceStatus::kFinished);
     if (chunk.samples) DSOCR_CHECK_LT(next_sample, sampled.size());
     const int32_t token = chunk.samples ? sampled[next_sample++] : 0;
     if (seq->status == SequenceStatus::kFinished) continue;  // cancelled during the step

@@ -62,8 +62,8 @@ struct Sequence {
 
   SequenceStatus status = SequenceStatus::kWaiting;
   FinishReason finish_reason = FinishReason::kNone;
-  int64_t num_computed = 0;           // tokens whose K/V are in the cache
-  int64_t num_cached_tokens = 0;      // prefix-cache hit at first admission
+  int64_t num_computed = 0;       // tokens whose K/V are in the cache
+  int64_t num_cached_tokens = 0;  // prefix-cache hit at first admission
   int preemptions = 0;
   KvBlocks kv;
   std::vector<uint64_t> block_hashes;  // full prompt blocks (prefix caching)
@@ -74,9 +74,9 @@ struct Sequence {
 
 struct ScheduledChunk {
   Sequence* seq;
-  int64_t begin;       // first token index computed this step
+  int64_t begin;  // first token index computed this step
   int64_t num_tokens;
-  bool samples;        // the chunk ends at the last token: sample the next one
+  bool samples;  // the chunk ends at the last token: sample the next one
 };
 
 struct ImageToEncode {
@@ -86,8 +86,8 @@ struct ImageToEncode {
 
 struct StepPlan {
   std::vector<ScheduledChunk> chunks;
-  std::vector<ImageToEncode> images;   // encode before running the chunks
-  std::vector<uint64_t> preempted;     // their images' embeddings must be dropped
+  std::vector<ImageToEncode> images;  // encode before running the chunks
+  std::vector<uint64_t> preempted;    // their images' embeddings must be dropped
   int64_t num_tokens = 0;
   bool empty() const { return chunks.empty(); }
 };

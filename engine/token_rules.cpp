@@ -38,7 +38,8 @@ Status SamplingParams::validate() const {
   auto bad = [](const std::string& field, const std::string& why) {
     return invalid_argument("'" + field + "' " + why);
   };
-  if (!(temperature >= 0.0 && temperature <= 100.0)) return bad("temperature", "must be in [0, 100]");
+  if (!(temperature >= 0.0 && temperature <= 100.0))
+    return bad("temperature", "must be in [0, 100]");
   if (!(top_p > 0.0 && top_p <= 1.0)) return bad("top_p", "must be in (0, 1]");
   if (top_k < 0) return bad("top_k", "must be >= 0 (0 disables it)");
   if (!(min_p >= 0.0 && min_p <= 1.0)) return bad("min_p", "must be in [0, 1]");

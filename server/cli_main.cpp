@@ -321,13 +321,16 @@ int cmd_generate(int argc, const char* const* argv) {
   double temperature = 0.0, top_p = 1.0;
   bool no_ngram = false, as_json = false;
   options.dtype = "auto";
-  FlagSet flags("dsocr generate",
-                "Run one request (prompt + images) through the engine and print the generated text.");
+  FlagSet flags(
+      "dsocr generate",
+      "Run one request (prompt + images) through the engine and print the generated text.");
   flags.add_string("model", &model, "model directory");
   flags.add_repeated("image", &images, "image file (repeatable, in prompt order)");
-  flags.add_string("prompt", &request.prompt, "prompt text, taken literally ('<image>' marks images)");
+  flags.add_string("prompt", &request.prompt,
+                   "prompt text, taken literally ('<image>' marks images)");
   flags.add_int("max-tokens", &max_tokens, "generation limit (0: up to the context length)");
-  flags.add_string("dtype", &options.dtype, "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16");
+  flags.add_string("dtype", &options.dtype,
+                   "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16");
   flags.add_string("device", &options.device, "auto, cpu, cuda or cuda:N");
   flags.add_bool("no-ngram", &no_ngram, "disable the no-repeat n-gram processor");
   flags.add_int("ngram-size", &ngram_size, "no-repeat n-gram size");
@@ -336,9 +339,12 @@ int cmd_generate(int argc, const char* const* argv) {
   flags.add_double("top-p", &top_p, "nucleus sampling");
   flags.add_int("top-k", &top_k, "top-k sampling (0: off)");
   flags.add_int("seed", &seed, "sampling seed (-1: random)");
-  flags.add_int("num-kv-blocks", &blocks, "KV cache blocks (0: enough for one full-length request)");
-  flags.add_bool("json", &as_json, "print one JSON object (text, ids, prompt_ids, image_tokens, finish_reason)");
-  flags.add_string("dump-logits", &dump_logits, "write the raw logits of every generated token (safetensors)");
+  flags.add_int("num-kv-blocks", &blocks,
+                "KV cache blocks (0: enough for one full-length request)");
+  flags.add_bool("json", &as_json,
+                 "print one JSON object (text, ids, prompt_ids, image_tokens, finish_reason)");
+  flags.add_string("dump-logits", &dump_logits,
+                   "write the raw logits of every generated token (safetensors)");
   if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
   if (model.empty()) {
     std::cerr << "dsocr generate: --model is required\n";
@@ -348,7 +354,9 @@ int cmd_generate(int argc, const char* const* argv) {
   options.vision_threads = 1;
   options.scheduler.max_num_seqs = 1;
   options.num_kv_blocks = blocks;
-  if (blocks == 0) options.num_kv_blocks = (options.scheduler.max_model_len + options.block_size - 1) / options.block_size;
+  if (blocks == 0)
+    options.num_kv_blocks =
+        (options.scheduler.max_model_len + options.block_size - 1) / options.block_size;
   auto& sp = request.sampling;
   sp.max_tokens = max_tokens;
   sp.temperature = temperature;

@@ -52,8 +52,8 @@ class ByteView {
 };
 
 Status corrupt(ImageFormat f, std::string_view what) {
-  return invalid_argument(std::string("corrupt or truncated ") +
-                          std::string(image_format_name(f)) + " image: " + std::string(what));
+  return invalid_argument(std::string("corrupt or truncated ") + std::string(image_format_name(f)) +
+                          " image: " + std::string(what));
 }
 
 // The Orientation tag (0x0112) of IFD0 in a TIFF-structured block (a TIFF file or an EXIF
@@ -79,8 +79,10 @@ int tiff_orientation(std::string_view tiff) {
     if (!tag || !type) return 1;
     if (*tag != 0x0112) continue;
     std::optional<uint32_t> value;
-    if (*type == 3) value = v.u16(entry + 8, big);        // SHORT
-    else if (*type == 4) value = v.u32(entry + 8, big);   // LONG
+    if (*type == 3)
+      value = v.u16(entry + 8, big);  // SHORT
+    else if (*type == 4)
+      value = v.u32(entry + 8, big);  // LONG
     if (value && *value >= 1 && *value <= 8) return static_cast<int>(*value);
     return 1;
   }
@@ -229,7 +231,8 @@ StatusOr<RgbImage> decode_gif_first_frame(std::string_view bytes, const ImageHea
       int code;
       GifByteType* ext;
       if (DGifGetExtension(gif, &code, &ext) == GIF_ERROR) return fail("bad extension");
-      if (code == GRAPHICS_EXT_FUNC_CODE && ext && ext[0] >= 4 && (ext[1] & 1)) transparent = ext[4];
+      if (code == GRAPHICS_EXT_FUNC_CODE && ext && ext[0] >= 4 && (ext[1] & 1))
+        transparent = ext[4];
       while (ext) {
         if (DGifGetExtensionNext(gif, &ext) == GIF_ERROR) return fail("bad extension");
       }
@@ -250,7 +253,8 @@ StatusOr<RgbImage> decode_gif_first_frame(std::string_view bytes, const ImageHea
     if (row < 0 || row >= header.height) return true;
     for (int x = 0; x < d.Width; ++x) {
       int col = d.Left + x;
-      if (col >= 0 && col < header.width) indices[static_cast<size_t>(row) * header.width + col] = line[x];
+      if (col >= 0 && col < header.width)
+        indices[static_cast<size_t>(row) * header.width + col] = line[x];
     }
     return true;
   };
@@ -290,8 +294,7 @@ bool jpeg_has_end_marker(std::string_view bytes) {
 StatusOr<RgbImage> decode_with_opencv(std::string_view bytes, const ImageHeader& header) {
   if (header.format == ImageFormat::kJpeg && !jpeg_has_end_marker(bytes))
     return corrupt(header.format, "no end-of-image marker");
-  cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8UC1,
-                 const_cast<char*>(bytes.data()));
+  cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
   cv::Mat bgr;
   try {
     bgr = cv::imdecode(buffer, cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION);
@@ -320,12 +323,18 @@ void silence_opencv_logging() {
 
 std::string_view image_format_name(ImageFormat format) {
   switch (format) {
-    case ImageFormat::kJpeg: return "JPEG";
-    case ImageFormat::kPng: return "PNG";
-    case ImageFormat::kGif: return "GIF";
-    case ImageFormat::kBmp: return "BMP";
-    case ImageFormat::kWebp: return "WebP";
-    case ImageFormat::kTiff: return "TIFF";
+    case ImageFormat::kJpeg:
+      return "JPEG";
+    case ImageFormat::kPng:
+      return "PNG";
+    case ImageFormat::kGif:
+      return "GIF";
+    case ImageFormat::kBmp:
+      return "BMP";
+    case ImageFormat::kWebp:
+      return "WebP";
+    case ImageFormat::kTiff:
+      return "TIFF";
   }
   return "unknown";
 }
@@ -358,8 +367,7 @@ StatusOr<ImageHeader> probe_image(std::string_view bytes) {
   if (v.starts_with(0, "RIFF") && v.starts_with(8, "WEBP")) return probe_webp(v);
   if (v.starts_with(0, std::string_view("II*\0", 4)) || v.starts_with(0, "MM\0*"))
     return probe_tiff(v, bytes);
-  return invalid_argument(
-      "unsupported image format (expected JPEG, PNG, WebP, BMP, TIFF or GIF)");
+  return invalid_argument("unsupported image format (expected JPEG, PNG, WebP, BMP, TIFF or GIF)");
 }
 
 RgbImage apply_orientation(RgbImage image, int orientation) {
@@ -367,13 +375,28 @@ RgbImage apply_orientation(RgbImage image, int orientation) {
   cv::Mat src(image.height, image.width, CV_8UC3, image.pixels.data());
   cv::Mat dst;
   switch (orientation) {
-    case 2: cv::flip(src, dst, 1); break;                                // FLIP_LEFT_RIGHT
-    case 3: cv::rotate(src, dst, cv::ROTATE_180); break;                 // ROTATE_180
-    case 4: cv::flip(src, dst, 0); break;                                // FLIP_TOP_BOTTOM
-    case 5: cv::transpose(src, dst); break;                              // TRANSPOSE
-    case 6: cv::rotate(src, dst, cv::ROTATE_90_CLOCKWISE); break;        // ROTATE_270
-    case 7: cv::transpose(src, dst); cv::flip(dst, dst, -1); break;      // TRANSVERSE
-    case 8: cv::rotate(src, dst, cv::ROTATE_90_COUNTERCLOCKWISE); break; // ROTATE_90
+    case 2:
+      cv::flip(src, dst, 1);
+      break;  // FLIP_LEFT_RIGHT
+    case 3:
+      cv::rotate(src, dst, cv::ROTATE_180);
+      break;  // ROTATE_180
+    case 4:
+      cv::flip(src, dst, 0);
+      break;  // FLIP_TOP_BOTTOM
+    case 5:
+      cv::transpose(src, dst);
+      break;  // TRANSPOSE
+    case 6:
+      cv::rotate(src, dst, cv::ROTATE_90_CLOCKWISE);
+      break;  // ROTATE_270
+    case 7:
+      cv::transpose(src, dst);
+      cv::flip(dst, dst, -1);
+      break;  // TRANSVERSE
+    case 8:
+      cv::rotate(src, dst, cv::ROTATE_90_COUNTERCLOCKWISE);
+      break;  // ROTATE_90
   }
   RgbImage out(dst.cols, dst.rows);
   cv::Mat wrapped(dst.rows, dst.cols, CV_8UC3, out.pixels.data());

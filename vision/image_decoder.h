@@ -36,7 +36,7 @@ std::string_view image_format_name(ImageFormat format);
 
 struct ImageHeader {
   ImageFormat format;
-  int width = 0;   // as stored, before EXIF orientation
+  int width = 0;  // as stored, before EXIF orientation
   int height = 0;
   int orientation = 1;  // EXIF orientation tag, 1..8 (1 = as stored)
 };

@@ -41,8 +41,8 @@ at::Tensor normalize_to_tensor(const RgbImage& image) {
   return t;
 }
 
-PixelBatch make_pixel_batch(std::span<const PreprocessedImage* const> images,
-                            at::ScalarType dtype, at::Device device) {
+PixelBatch make_pixel_batch(std::span<const PreprocessedImage* const> images, at::ScalarType dtype,
+                            at::Device device) {
   PixelBatch batch;
   const int64_t n = static_cast<int64_t>(images.size());
   int64_t total_tiles = 0;
@@ -57,8 +57,7 @@ PixelBatch make_pixel_batch(std::span<const PreprocessedImage* const> images,
     const PreprocessedImage& image = *images[i];
     DSOCR_CHECK_EQ(image.global_view.width, kGlobalViewSize);
     fill_chw(image.global_view, globals[i].data_ptr<float>());
-    for (const RgbImage& tile : image.tiles)
-      fill_chw(tile, tiles[tile_index++].data_ptr<float>());
+    for (const RgbImage& tile : image.tiles) fill_chw(tile, tiles[tile_index++].data_ptr<float>());
   }
   batch.global_views = globals.to(device, dtype);
   if (total_tiles > 0) batch.tiles = tiles.to(device, dtype);

@@ -18,15 +18,15 @@
 namespace dsocr::vision {
 
 struct PixelBatch {
-  at::Tensor global_views;        // [N, 3, 1024, 1024]
-  at::Tensor tiles;               // [T, 3, 768, 768]; undefined when T == 0
+  at::Tensor global_views;           // [N, 3, 1024, 1024]
+  at::Tensor tiles;                  // [T, 3, 768, 768]; undefined when T == 0
   std::vector<int> tiles_per_image;  // N entries, summing to T
 };
 
 // One [3, H, W] float32 tensor of a uint8 RGB image, normalised.
 at::Tensor normalize_to_tensor(const RgbImage& image);
 
-PixelBatch make_pixel_batch(std::span<const PreprocessedImage* const> images,
-                            at::ScalarType dtype, at::Device device);
+PixelBatch make_pixel_batch(std::span<const PreprocessedImage* const> images, at::ScalarType dtype,
+                            at::Device device);
 
 }  // namespace dsocr::vision

@@ -124,7 +124,8 @@ PreprocessedImage preprocess(const RgbImage& image) {
       const int col = k % p.grid_cols, row = k / p.grid_cols;
       RgbImage tile(kTileSize, kTileSize);
       for (int y = 0; y < kTileSize; ++y)
-        std::memcpy(tile.row(y), grid.row(row * kTileSize + y) + static_cast<size_t>(col) * kTileSize * 3,
+        std::memcpy(tile.row(y),
+                    grid.row(row * kTileSize + y) + static_cast<size_t>(col) * kTileSize * 3,
                     tile.row_bytes());
       out.tiles.push_back(std::move(tile));
     }

@@ -24,12 +24,12 @@ inline constexpr int kTokensPerGlobal = 256;  // (1024/16/4)^2
 inline constexpr uint8_t kPadGrey = 127;      // int(0.5 * 255)
 
 struct TilePlan {
-  int width = 0, height = 0;        // the (post-EXIF) source size
-  int grid_cols = 1, grid_rows = 1; // (i, j): tiles across, tiles down
-  int tiles = 0;                    // 0 when the grid is (1,1), else cols * rows
+  int width = 0, height = 0;                // the (post-EXIF) source size
+  int grid_cols = 1, grid_rows = 1;         // (i, j): tiles across, tiles down
+  int tiles = 0;                            // 0 when the grid is (1,1), else cols * rows
   int global_width = 0, global_height = 0;  // contained size inside the 1024 square
   int paste_x = 0, paste_y = 0;
-  int image_tokens = 0;             // tiles * 144 + 256 + 1 (the view separator)
+  int image_tokens = 0;  // tiles * 144 + 256 + 1 (the view separator)
 };
 
 // Spec §4.2 (closest grid with the exact double-precision tie rule) and §4.4 (ImageOps.contain
@@ -38,9 +38,9 @@ TilePlan plan_image(int width, int height);
 
 struct PreprocessedImage {
   TilePlan plan;
-  RgbImage global_view;        // 1024 x 1024
-  std::vector<RgbImage> tiles; // plan.tiles of 768 x 768, row-major
-  uint64_t content_hash = 0;   // of the decoded pixels and size: the image cache key
+  RgbImage global_view;         // 1024 x 1024
+  std::vector<RgbImage> tiles;  // plan.tiles of 768 x 768, row-major
+  uint64_t content_hash = 0;    // of the decoded pixels and size: the image cache key
 };
 
 PreprocessedImage preprocess(const RgbImage& image);

@@ -50,7 +50,8 @@ at::Tensor Qwen2EncoderLayerImpl::forward(const at::Tensor& x, const at::Tensor&
 }
 
 Qwen2EncoderImpl::Qwen2EncoderImpl(const weights::EncoderConfig& config) : config_(config) {
-  // The checkpoint nests the stack as model.model.{layers, norm} (wrapper -> decoder -> Qwen2Model).
+  // The checkpoint nests the stack as model.model.{layers, norm} (wrapper -> decoder ->
+  // Qwen2Model).
   auto outer = register_module("model", std::make_shared<torch::nn::Module>());
   auto stack = outer->register_module("model", std::make_shared<torch::nn::Module>());
   auto layers = stack->register_module("layers", torch::nn::ModuleList());
@@ -81,7 +82,8 @@ at::Tensor Qwen2EncoderImpl::forward(const at::Tensor& sam_features) {
   at::Tensor queries = (n == 144 ? query_768_ : query_1024_)->weight;
   x = at::cat({x, queries.unsqueeze(0).expand({b, n, queries.size(1)})}, 1);
   at::Tensor positions = at::arange(2 * n, at::TensorOptions().dtype(at::kLong).device(x.device()));
-  auto [cos, sin] = rope_cos_sin(positions, config_.head_dim(), config_.rope_theta, x.scalar_type());
+  auto [cos, sin] =
+      rope_cos_sin(positions, config_.head_dim(), config_.rope_theta, x.scalar_type());
   at::Tensor mask = prefix_lm_mask(n, x.device());
   for (auto& layer : layers_) x = layer->forward(x, mask, cos, sin);
   x = rms_norm(x, norm_, config_.rms_norm_eps);

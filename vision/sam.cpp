@@ -67,7 +67,8 @@ at::Tensor SamAttentionImpl::forward(const at::Tensor& x) {
   auto it = rel_tables_.find(h);
   DSOCR_CHECK(it != rel_tables_.end() && h == w) << "SAM attention not prepared for grid " << h;
   // [B, hw, 3, heads, hd] -> 3 x [B, heads, hw, hd]
-  at::Tensor qkv = qkv_->forward(x).reshape({b, h * w, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
+  at::Tensor qkv =
+      qkv_->forward(x).reshape({b, h * w, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
   at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   // Decomposed relative position bias from the unscaled queries (spec §5.4).
   at::Tensor q_grid = q.reshape({b * heads_, h, w, head_dim});
@@ -95,7 +96,8 @@ SamBlockImpl::SamBlockImpl(const weights::SamConfig& config, int64_t window_size
         torch::nn::LayerNormOptions({config.width}).eps(config.layer_norm_eps));
   };
   norm1_ = register_module("norm1", norm());
-  attn_ = register_module("attn", SamAttention(config, window_size > 0 ? window_size : config.grid()));
+  attn_ =
+      register_module("attn", SamAttention(config, window_size > 0 ? window_size : config.grid()));
   norm2_ = register_module("norm2", norm());
   mlp_ = register_module("mlp", SamMlp(config.width, config.mlp_dim));
 }
@@ -112,9 +114,13 @@ at::Tensor SamBlockImpl::forward(const at::Tensor& x) {
     // Zero padding after the norm: padded tokens join the windows as keys (spec §5.3).
     if (pad_h > 0 || pad_w > 0) y = F::pad(y, F::PadFuncOptions({0, 0, 0, pad_w, 0, pad_h}));
     const int64_t hp = h + pad_h, wp = w + pad_w;
-    y = y.view({b, hp / ws, ws, wp / ws, ws, c}).permute({0, 1, 3, 2, 4, 5}).reshape({-1, ws, ws, c});
+    y = y.view({b, hp / ws, ws, wp / ws, ws, c})
+            .permute({0, 1, 3, 2, 4, 5})
+            .reshape({-1, ws, ws, c});
     y = attn_->forward(y);
-    y = y.view({b, hp / ws, wp / ws, ws, ws, c}).permute({0, 1, 3, 2, 4, 5}).reshape({b, hp, wp, c});
+    y = y.view({b, hp / ws, wp / ws, ws, ws, c})
+            .permute({0, 1, 3, 2, 4, 5})
+            .reshape({b, hp, wp, c});
     if (pad_h > 0 || pad_w > 0) y = y.slice(1, 0, h).slice(2, 0, w);
   } else {
     y = attn_->forward(y);
@@ -126,9 +132,11 @@ at::Tensor SamBlockImpl::forward(const at::Tensor& x) {
 SamEncoderImpl::SamEncoderImpl(const weights::SamConfig& config) : config_(config) {
   auto patch_embed = register_module("patch_embed", std::make_shared<torch::nn::Module>());
   patch_proj_ = patch_embed->register_module(
-      "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, config.width, config.patch_size)
-                                    .stride(config.patch_size)));
-  pos_embed_ = register_parameter("pos_embed", at::zeros({1, config.grid(), config.grid(), config.width}));
+      "proj",
+      torch::nn::Conv2d(
+          torch::nn::Conv2dOptions(3, config.width, config.patch_size).stride(config.patch_size)));
+  pos_embed_ =
+      register_parameter("pos_embed", at::zeros({1, config.grid(), config.grid(), config.width}));
   blocks_ = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.layers; ++i) {
     SamBlock block(config, config.is_global(i) ? 0 : config.window_size);
@@ -136,7 +144,8 @@ SamEncoderImpl::SamEncoderImpl(const weights::SamConfig& config) : config_(confi
     block_list_.push_back(block);
   }
   auto neck = register_module("neck", torch::nn::Sequential());
-  neck_conv1_ = torch::nn::Conv2d(torch::nn::Conv2dOptions(config.width, config.out_chans, 1).bias(false));
+  neck_conv1_ =
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(config.width, config.out_chans, 1).bias(false));
   neck_norm1_ = LayerNorm2d(config.out_chans, 1e-6);
   neck_conv2_ = torch::nn::Conv2d(
       torch::nn::Conv2dOptions(config.out_chans, config.out_chans, 3).padding(1).bias(false));
@@ -147,9 +156,12 @@ SamEncoderImpl::SamEncoderImpl(const weights::SamConfig& config) : config_(confi
   neck->push_back(neck_norm2_);
   const int64_t c2 = config.downsample_channels.at(0), c3 = config.downsample_channels.at(1);
   net_2_ = register_module(
-      "net_2", torch::nn::Conv2d(torch::nn::Conv2dOptions(config.out_chans, c2, 3).stride(2).padding(1).bias(false)));
+      "net_2",
+      torch::nn::Conv2d(
+          torch::nn::Conv2dOptions(config.out_chans, c2, 3).stride(2).padding(1).bias(false)));
   net_3_ = register_module(
-      "net_3", torch::nn::Conv2d(torch::nn::Conv2dOptions(c2, c3, 3).stride(2).padding(1).bias(false)));
+      "net_3",
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(c2, c3, 3).stride(2).padding(1).bias(false)));
 }
 
 void SamEncoderImpl::prepare() {

@@ -49,7 +49,8 @@ std::vector<at::Tensor> VisionModelImpl::encode(const PixelBatch& batch, VisionT
   };
   VisionTaps unused;
   VisionTaps& t = taps ? *taps : unused;
-  at::Tensor global = run(batch.global_views, &t.sam_global, &t.encoder_global, &t.projector_global);
+  at::Tensor global =
+      run(batch.global_views, &t.sam_global, &t.encoder_global, &t.projector_global);
   at::Tensor tiles;
   if (batch.tiles.defined() && batch.tiles.size(0) > 0)
     tiles = run(batch.tiles, &t.sam_tiles, &t.encoder_tiles, &t.projector_tiles);

@@ -28,8 +28,8 @@ namespace dsocr::vision {
 
 // Intermediate results, filled when asked for (parity tests, `dsocr encode`).
 struct VisionTaps {
-  at::Tensor sam_global, sam_tiles;          // [N, C, 16, 16], [T, C, 12, 12]
-  at::Tensor encoder_global, encoder_tiles;  // [N, 256, D], [T, 144, D]
+  at::Tensor sam_global, sam_tiles;              // [N, C, 16, 16], [T, C, 12, 12]
+  at::Tensor encoder_global, encoder_tiles;      // [N, 256, D], [T, 144, D]
   at::Tensor projector_global, projector_tiles;  // [N, 256, H], [T, 144, H]
 };
 

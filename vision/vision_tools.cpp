@@ -51,7 +51,8 @@ Status write_preprocess_dump(const std::filesystem::path& image_path,
   PreprocessedImage pre = preprocess(image);
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
-  if (ec) return Status(StatusCode::kInternal, "cannot create " + out_dir.string() + ": " + ec.message());
+  if (ec)
+    return Status(StatusCode::kInternal, "cannot create " + out_dir.string() + ": " + ec.message());
   const TilePlan& p = pre.plan;
   char hash[17];
   std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(pre.content_hash));
@@ -67,7 +68,8 @@ Status write_preprocess_dump(const std::filesystem::path& image_path,
   DSOCR_RETURN_IF_ERROR(write_png(pre.global_view, out_dir / "global.png"));
   if (write_decoded) DSOCR_RETURN_IF_ERROR(write_png(image, out_dir / "decoded.png"));
   for (size_t k = 0; k < pre.tiles.size(); ++k)
-    DSOCR_RETURN_IF_ERROR(write_png(pre.tiles[k], out_dir / ("tile_" + std::to_string(k) + ".png")));
+    DSOCR_RETURN_IF_ERROR(
+        write_png(pre.tiles[k], out_dir / ("tile_" + std::to_string(k) + ".png")));
   return Status();
 }
 
@@ -75,7 +77,8 @@ Status write_vision_dump(const VisionDumpOptions& options) {
   use_mmap_for_large_allocations();
   DSOCR_ASSIGN_OR_RETURN(at::ScalarType dtype, parse_dtype(options.dtype));
   at::Device device(options.device);
-  DSOCR_ASSIGN_OR_RETURN(auto config, weights::ModelConfig::from_file(options.model_dir / "config.json"));
+  DSOCR_ASSIGN_OR_RETURN(auto config,
+                         weights::ModelConfig::from_file(options.model_dir / "config.json"));
   DSOCR_ASSIGN_OR_RETURN(auto state, weights::StateDict::open(options.model_dir));
   VisionModel model(config);
   DSOCR_RETURN_IF_ERROR(model->load(state, dtype, device));

@@ -13,7 +13,8 @@ StatusOr<PreprocessedImage> decode_and_preprocess(std::string_view bytes,
 
 VisionWorkers::VisionWorkers(const VisionWorkersOptions& options)
     : limits_(options.limits),
-      pool_("vision", std::max<size_t>(1, options.threads), std::max<size_t>(1, options.queue_capacity)) {
+      pool_("vision", std::max<size_t>(1, options.threads),
+            std::max<size_t>(1, options.queue_capacity)) {
   cv::setNumThreads(0);  // one core per worker: OpenCV's parallel_for would oversubscribe
 }
 

@@ -51,7 +51,8 @@ std::string page_png(int w, int h, int seed) {
 std::vector<GenerateRequest> make_requests(int n) {
   const std::vector<std::string> pages = {page_png(800, 600, 1), page_png(500, 300, 2),
                                           page_png(300, 900, 3)};
-  const std::vector<std::string> prompts = {"Free OCR.", "<|grounding|>Convert the document to markdown.",
+  const std::vector<std::string> prompts = {"Free OCR.",
+                                            "<|grounding|>Convert the document to markdown.",
                                             "Describe this image in detail please.", "Hi"};
   std::vector<GenerateRequest> out;
   for (int i = 0; i < n; ++i) {
@@ -132,7 +133,8 @@ std::string compare(const Result& batched, const Result& solo) {
            std::to_string(solo.ids[k]) + " (logits differ by " + std::to_string(diff) + ")";
   }
   if (batched.ids.size() != solo.ids.size())
-    return "lengths differ: " + std::to_string(batched.ids.size()) + " vs " + std::to_string(solo.ids.size());
+    return "lengths differ: " + std::to_string(batched.ids.size()) + " vs " +
+           std::to_string(solo.ids.size());
   return "";
 }
 
@@ -162,11 +164,13 @@ TEST_CASE("16 requests batched together produce their solo outputs", "[engine][e
   CHECK(stats.scheduler.kv_usage == 0.0);
 }
 
-TEST_CASE("32 concurrent requests, 8 cancelled midway: the rest match solo, no KV leaks", "[engine][e2e]") {
+TEST_CASE("32 concurrent requests, 8 cancelled midway: the rest match solo, no KV leaks",
+          "[engine][e2e]") {
   auto requests = make_requests(16);
   for (auto& r : requests) r.sampling.max_tokens += 10;
   for (int i = 0; i < 16; ++i) requests.push_back(requests[i]);  // 16..31 repeat 0..15
-  std::vector<Result> solo = run_solo(std::vector<GenerateRequest>(requests.begin(), requests.begin() + 16));
+  std::vector<Result> solo =
+      run_solo(std::vector<GenerateRequest>(requests.begin(), requests.begin() + 16));
   auto engine = make_engine(true);
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (const auto& r : requests) {

@@ -34,7 +34,7 @@ TEST_CASE("greedy picks the first maximum and leaves the caller's logits alone",
   std::mt19937_64 rng(0);
   SamplingRow row{&p, tokens, 1, &rng};
   CHECK(sample_tokens(logits, {&row, 1}) == std::vector<int32_t>{2});  // 1 penalised to 2.5
-  CHECK(logits[0][1].item<float>() == 5.0f);                          // raw logits untouched
+  CHECK(logits[0][1].item<float>() == 5.0f);                           // raw logits untouched
   CHECK(sample_one({1, 5, 5, 2}, greedy()) == std::vector<int32_t>{1});
 }
 

@@ -104,7 +104,8 @@ TEST_CASE("scheduler preempts the newest running request when blocks run out", "
   check_plan(p3, {{2, 0, 9, true}});
 }
 
-TEST_CASE("scheduler starts after a prefix-cache hit and keeps one token to compute", "[scheduler]") {
+TEST_CASE("scheduler starts after a prefix-cache hit and keeps one token to compute",
+          "[scheduler]") {
   Scheduler s(SchedulerConfig{}, 64, 4, true);
   s.add(make_seq(1, 12, 1));
   StepPlan p1 = s.schedule();
@@ -123,7 +124,8 @@ TEST_CASE("scheduler starts after a prefix-cache hit and keeps one token to comp
   CHECK(p3.chunks[0].begin == 4);  // only block 0 matches: the image hash differs
 }
 
-TEST_CASE("scheduler encodes images within the image budget and cuts chunks before others", "[scheduler]") {
+TEST_CASE("scheduler encodes images within the image budget and cuts chunks before others",
+          "[scheduler]") {
   SchedulerConfig cfg;
   cfg.max_image_tokens_per_step = 5;
   Scheduler s(cfg, 64, 4, false);
@@ -177,7 +179,8 @@ TEST_CASE("scheduler property: 10,000 random steps, no leaks, everything finishe
     if (rng() % 3 == 0 && step < 9000) {  // arrivals, sometimes sharing a prompt
       int64_t len = 1 + rng() % 60;
       std::vector<SequenceImage> images;
-      if (len > 12 && rng() % 2) images.push_back({2, static_cast<int64_t>(4 + rng() % 8), rng() % 3, false});
+      if (len > 12 && rng() % 2)
+        images.push_back({2, static_cast<int64_t>(4 + rng() % 8), rng() % 3, false});
       s.add(make_seq(next_id, len, 1 + rng() % 20, images, static_cast<int32_t>(rng() % 2) * 1000));
       live.push_back(next_id++);
       ++added;

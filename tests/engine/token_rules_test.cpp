@@ -21,7 +21,8 @@ TEST_CASE("ngram_banned_tokens matches the Python reference", "[sampler]") {
     const auto tokens = c["tokens"].get<std::vector<int32_t>>();
     const auto want = c["banned"].get<std::vector<int32_t>>();
     INFO("n=" << c["n"] << " window=" << c["window"] << " len=" << tokens.size());
-    CHECK(ngram_banned_tokens(tokens, c["n"].get<int64_t>(), c["window"].get<int64_t>(), whitelist) == want);
+    CHECK(ngram_banned_tokens(tokens, c["n"].get<int64_t>(), c["window"].get<int64_t>(),
+                              whitelist) == want);
     nonempty += !want.empty();
   }
   CHECK(nonempty > 100);  // the corpus exercises real bans

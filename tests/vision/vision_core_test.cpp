@@ -58,13 +58,20 @@ std::string png_header_only(uint32_t w, uint32_t h) {
 }  // namespace
 
 TEST_CASE("plan_image follows the spec's worked examples", "[vision]") {
-  struct Row { int w, h, cols, rows, tiles, gw, gh, px, py, tokens; };
+  struct Row {
+    int w, h, cols, rows, tiles, gw, gh, px, py, tokens;
+  };
   const Row table[] = {
-      {768, 768, 1, 1, 0, 1024, 1024, 0, 0, 257},   {500, 300, 1, 1, 0, 1024, 614, 0, 205, 257},
-      {769, 500, 3, 2, 6, 1024, 666, 0, 179, 1121}, {1000, 1000, 2, 2, 4, 1024, 1024, 0, 0, 833},
-      {2000, 1000, 2, 1, 2, 1024, 512, 0, 256, 545}, {1920, 1080, 2, 1, 2, 1024, 576, 0, 224, 545},
-      {1190, 1684, 2, 3, 6, 724, 1024, 150, 0, 1121}, {1224, 1584, 2, 3, 6, 791, 1024, 116, 0, 1121},
-      {3000, 500, 6, 1, 6, 1024, 171, 0, 426, 1121}, {1600, 1280, 3, 2, 6, 1024, 819, 0, 102, 1121},
+      {768, 768, 1, 1, 0, 1024, 1024, 0, 0, 257},
+      {500, 300, 1, 1, 0, 1024, 614, 0, 205, 257},
+      {769, 500, 3, 2, 6, 1024, 666, 0, 179, 1121},
+      {1000, 1000, 2, 2, 4, 1024, 1024, 0, 0, 833},
+      {2000, 1000, 2, 1, 2, 1024, 512, 0, 256, 545},
+      {1920, 1080, 2, 1, 2, 1024, 576, 0, 224, 545},
+      {1190, 1684, 2, 3, 6, 724, 1024, 150, 0, 1121},
+      {1224, 1584, 2, 3, 6, 791, 1024, 116, 0, 1121},
+      {3000, 500, 6, 1, 6, 1024, 171, 0, 426, 1121},
+      {1600, 1280, 3, 2, 6, 1024, 819, 0, 102, 1121},
   };
   for (const Row& r : table) {
     INFO(r.w << "x" << r.h);
@@ -203,8 +210,10 @@ TEST_CASE("VisionWorkers decode off-thread and refuse work when the queue is ful
   int refused = 0;
   for (int i = 0; i < 8; ++i) {
     auto f = workers.try_submit(page);
-    if (f) futures.push_back(std::move(*f));
-    else ++refused;
+    if (f)
+      futures.push_back(std::move(*f));
+    else
+      ++refused;
   }
   CHECK(refused > 0);
   for (auto& f : futures) {
