@@ -5,6 +5,7 @@
 //   dsocr preprocess IMAGE --out DIR   what the model sees: plan.json, global.png, tile_k.png
 //   dsocr encode --model DIR --out FILE IMAGE...   vision encoder stages as safetensors
 //   dsocr generate --model DIR [--image FILE]... --prompt TEXT [...]   one offline request
+//   dsocr bench --model DIR [--image FILE]... --requests N --concurrency C --max-tokens M [--json]
 //   dsocr version
 // Each subcommand is one entry of kCommands.
 #include <unistd.h>
@@ -425,6 +426,133 @@ int cmd_generate(int argc, const char* const* argv) {
   return 0;
 }
 
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5))];
+}
+
+// Offline throughput through the engine's public API: N requests cycling over the images, at most
+// C in flight, each generating exactly max-tokens tokens (EOS ignored).
+int cmd_bench(int argc, const char* const* argv) {
+  engine::EngineOptions options;
+  std::string model, prompt = "<|grounding|>Convert the document to markdown.";
+  std::vector<std::string> images;
+  int64_t requests = 16, concurrency = 16, max_tokens = 64, batched_tokens = 2048, blocks = 0;
+  bool as_json = false, prefix_caching = true;
+  FlagSet flags("dsocr bench", "Offline throughput of the engine (pages/s, tokens/s, TTFT, ITL).");
+  flags.add_string("model", &model, "model directory");
+  flags.add_repeated("image", &images, "page image (repeatable; requests cycle over them)");
+  flags.add_string("prompt", &prompt, "prompt text (the image markers are added)");
+  flags.add_int("requests", &requests, "number of requests");
+  flags.add_int("concurrency", &concurrency, "requests in flight at most");
+  flags.add_int("max-tokens", &max_tokens, "tokens generated per request");
+  flags.add_int("max-num-batched-tokens", &batched_tokens, "scheduler token budget per step");
+  flags.add_int("num-kv-blocks", &blocks, "KV cache blocks (0: sized from memory)");
+  flags.add_string("dtype", &options.dtype, "auto, float32, bfloat16");
+  flags.add_string("device", &options.device, "auto, cpu, cuda[:N]");
+  flags.add_bool("prefix-caching", &prefix_caching, "share KV of identical prompt prefixes");
+  flags.add_bool("json", &as_json, "print one JSON object");
+  if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
+  if (model.empty() || requests < 1 || concurrency < 1 || max_tokens < 1) {
+    std::cerr << "dsocr bench: --model, --requests >= 1, --concurrency >= 1, --max-tokens >= 1\n";
+    return 2;
+  }
+  std::vector<std::string> pages;
+  for (const auto& path : images) {
+    auto bytes = vision::read_file_bytes(path);
+    if (!bytes.ok()) {
+      std::cerr << "dsocr bench: " << bytes.status().message() << "\n";
+      return 1;
+    }
+    pages.push_back(std::move(bytes).value());
+  }
+  options.model_dir = model;
+  options.num_kv_blocks = blocks;
+  options.prefix_caching = prefix_caching;
+  options.scheduler.max_num_seqs = concurrency;
+  options.scheduler.max_num_batched_tokens = batched_tokens;
+  auto engine = engine::Engine::create(options);
+  if (!engine.ok()) {
+    std::cerr << "dsocr bench: " << engine.status().message() << "\n";
+    return 1;
+  }
+  using Clock = std::chrono::steady_clock;
+  struct Live {
+    std::shared_ptr<engine::RequestStream> stream;
+    Clock::time_point start, last;
+    bool first = true;
+  };
+  std::vector<double> ttft, itl;
+  int64_t submitted = 0, finished = 0, output_tokens = 0, prompt_tokens = 0;
+  std::vector<Live> live;
+  const auto t0 = Clock::now();
+  while (finished < requests) {
+    while (static_cast<int64_t>(live.size()) < concurrency && submitted < requests) {
+      engine::GenerateRequest r;
+      r.request_id = "bench-" + std::to_string(submitted);
+      r.prompt = prompt;
+      if (!pages.empty()) r.images.push_back(pages[submitted % pages.size()]);
+      r.sampling.max_tokens = max_tokens;
+      r.sampling.ignore_eos = true;
+      auto s = (*engine)->submit(std::move(r));
+      if (!s.ok()) {
+        std::cerr << "dsocr bench: " << s.status().message() << "\n";
+        return 1;
+      }
+      live.push_back({*s, Clock::now(), {}, true});
+      ++submitted;
+    }
+    for (size_t i = 0; i < live.size();) {
+      auto e = live[i].stream->next(std::chrono::milliseconds(1));
+      if (e) {
+        const auto now = Clock::now();
+        if (!e->token_ids.empty()) {
+          const double ms = std::chrono::duration<double, std::milli>(
+                                now - (live[i].first ? live[i].start : live[i].last))
+                                .count();
+          (live[i].first ? ttft : itl).push_back(ms);
+          live[i].first = false;
+          live[i].last = now;
+          output_tokens += static_cast<int64_t>(e->token_ids.size());
+        }
+        if (e->finished) {
+          if (!e->error.ok()) {
+            std::cerr << "dsocr bench: " << e->error.message() << "\n";
+            return 1;
+          }
+          prompt_tokens += e->usage.prompt_tokens;
+          ++finished;
+          live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+          continue;
+        }
+      }
+      ++i;
+    }
+  }
+  const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+  nlohmann::json out = {{"requests", requests},
+                        {"concurrency", concurrency},
+                        {"wall_s", wall},
+                        {"pages_per_s", requests / wall},
+                        {"output_tokens_per_s", output_tokens / wall},
+                        {"prompt_tokens", prompt_tokens},
+                        {"ttft_ms",
+                         {{"p50", percentile(ttft, 0.5)},
+                          {"p90", percentile(ttft, 0.9)},
+                          {"p99", percentile(ttft, 0.99)}}},
+                        {"itl_ms",
+                         {{"p50", percentile(itl, 0.5)},
+                          {"p90", percentile(itl, 0.9)},
+                          {"p99", percentile(itl, 0.99)}}}};
+  if (as_json) {
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << out.dump(2) << "\n";
+  }
+  return 0;
+}
+
 struct Command {
   std::string_view name;
   std::string_view summary;
@@ -432,6 +560,7 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"bench", "offline engine throughput: pages/s, tokens/s, TTFT, ITL", cmd_bench},
     {"download", "fetch a model from the Hugging Face hub into its cache", cmd_download},
     {"encode", "run the vision encoder, dump every stage (safetensors)", cmd_encode},
     {"generate", "one offline request through the engine (greedy by default)", cmd_generate},
