@@ -24,6 +24,7 @@
 #include "vision/pixel_values.h"
 #include "vision/vision_model.h"
 #include "vision/vision_workers.h"
+#include "weights/loader.h"
 #include "weights/model_config.h"
 #include "weights/safetensors.h"
 
@@ -193,15 +194,11 @@ Status EngineImpl::init() {
   DeviceInfo info = probe_devices();
   DSOCR_ASSIGN_OR_RETURN(device_name_, resolve_device(options_.device, info));
   device_ = at::Device(device_name_);
-  if (options_.dtype == "auto")
+  if (options_.dtype == "auto") {
     dtype_ = device_.is_cuda() ? at::kBFloat16 : at::kFloat;
-  else if (options_.dtype == "float32" || options_.dtype == "f32")
-    dtype_ = at::kFloat;
-  else if (options_.dtype == "bfloat16" || options_.dtype == "bf16")
-    dtype_ = at::kBFloat16;
-  else
-    return invalid_argument("dtype must be auto, float32 or bfloat16, got '" + options_.dtype +
-                            "'");
+  } else {
+    DSOCR_ASSIGN_OR_RETURN(dtype_, weights::parse_compute_dtype(options_.dtype));
+  }
 
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int threads = options_.torch_threads > 0
@@ -523,20 +520,15 @@ void EngineImpl::step() {
       for (auto& e : it->second.embeddings) e = at::Tensor();
   }
   if (plan.empty()) {
-    // Nothing fits although nothing runs: the head request can never be served by this cache.
-    if (scheduler_->stats().running == 0 && scheduler_->stats().waiting > 0) {
-      // Find the head waiting request by elimination: abort the oldest live waiting one.
-      for (auto& [id, live] : live_) {
-        Sequence* seq = scheduler_->find(id);
-        if (seq && seq->status == SequenceStatus::kWaiting) {
-          scheduler_->abort(id);
-          fail(live.stream,
-               resource_exhausted("the request needs more KV cache than the engine has"));
-          live_.erase(id);
-          scheduler_->release(id);
-          break;
-        }
-      }
+    // Nothing runs and the next request still does not fit: this cache can never serve it.
+    Sequence* head = scheduler_->next_waiting();
+    if (scheduler_->stats().running == 0 && head != nullptr) {
+      const uint64_t id = head->id;
+      scheduler_->abort(id);
+      fail(live_.at(id).stream,
+           resource_exhausted("the request needs more KV cache than the engine has"));
+      live_.erase(id);
+      scheduler_->release(id);
     }
     return;
   }

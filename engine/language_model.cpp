@@ -4,7 +4,6 @@
 
 #include "common/check.h"
 #include "engine/kv_cache_ops.h"
-#include "engine/paged_attention.h"
 #include "vision/layers.h"
 #include "weights/loader.h"
 
@@ -116,7 +115,8 @@ void DecoderLayerImpl::pack_experts() {
 
 at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
                                      const at::Tensor& sin, at::Tensor& key_cache,
-                                     at::Tensor& value_cache, const ForwardBatch& batch) {
+                                     at::Tensor& value_cache, const ForwardBatch& batch,
+                                     const AttentionPlan& attention) {
   const int64_t t = x.size(0), hd = config_.head_dim();
   at::Tensor y = vision::rms_norm(x, input_layernorm_, config_.rms_norm_eps);
   // [T, heads, hd] with RoPE on each row's own position (cos/sin: [T, 1, hd]).
@@ -126,8 +126,8 @@ at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
       vision::apply_rope(k_proj_->forward(y).view({t, config_.num_key_value_heads, hd}), cos, sin);
   at::Tensor v = v_proj_->forward(y).view({t, config_.num_key_value_heads, hd});
   write_kv_cache(k.contiguous(), v.contiguous(), key_cache, value_cache, batch.slot_mapping);
-  at::Tensor attn =
-      paged_attention(q, key_cache, value_cache, batch, 1.0 / std::sqrt(static_cast<double>(hd)));
+  at::Tensor attn = paged_attention(q, key_cache, value_cache, attention,
+                                    1.0 / std::sqrt(static_cast<double>(hd)));
   at::Tensor h = x + o_proj_->forward(attn.reshape({t, -1}));
   at::Tensor u = vision::rms_norm(h, post_attention_layernorm_, config_.rms_norm_eps);
   return h + (moe_ ? moe_->forward(u) : dense_mlp_->forward(u));
@@ -178,8 +178,9 @@ at::Tensor LanguageModelImpl::forward(const ForwardBatch& batch, KvCache& cache)
                                          x.scalar_type());
   cos = cos.unsqueeze(1);
   sin = sin.unsqueeze(1);
+  const AttentionPlan attention = AttentionPlan::build(batch, cache.block_size, x.device());
   for (size_t i = 0; i < layers_.size(); ++i)
-    x = layers_[i]->forward(x, cos, sin, cache.keys[i], cache.values[i], batch);
+    x = layers_[i]->forward(x, cos, sin, cache.keys[i], cache.values[i], batch, attention);
   at::Tensor rows = x.index_select(0, batch.logits_rows);
   rows = vision::rms_norm(rows, norm_, config_.rms_norm_eps);
   return lm_head_->forward(rows).to(at::kFloat);

@@ -23,6 +23,7 @@
 #include "common/status.h"
 #include "engine/forward_batch.h"
 #include "engine/kv_cache.h"
+#include "engine/paged_attention.h"
 #include "weights/model_config.h"
 #include "weights/safetensors.h"
 
@@ -56,7 +57,8 @@ class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const weights::LanguageConfig& config, int64_t index);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     at::Tensor& key_cache, at::Tensor& value_cache, const ForwardBatch& batch);
+                     at::Tensor& key_cache, at::Tensor& value_cache, const ForwardBatch& batch,
+                     const AttentionPlan& attention);
   void pack_experts();
 
  private:

@@ -5,19 +5,39 @@
 // Decode rows (q_len == 1) of all sequences run as one padded batched call; prefill chunks run
 // one call each. This is the correctness baseline for any faster kernel.
 //
+// The gather indices and masks depend only on the batch, not on the layer: AttentionPlan builds
+// them once per forward and every layer reuses them.
+//
 // Thread-safety: reads the cache; the engine thread serialises steps.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 #include "engine/forward_batch.h"
 
 namespace dsocr::engine {
 
+struct AttentionPlan {
+  struct Prefill {
+    int64_t q_start = 0, q_len = 0;
+    at::Tensor slots;  // [context_len] cache rows of positions 0 .. context_len-1
+    at::Tensor mask;   // [q_len, context_len] bool, causal with the cached offset
+  };
+  std::vector<Prefill> prefills;
+  int64_t num_decodes = 0, decode_max_len = 0;
+  at::Tensor decode_rows;   // [B] batch rows of the decode tokens
+  at::Tensor decode_slots;  // [B * max_len] (padding points at row 0, masked out)
+  at::Tensor decode_mask;   // [B, 1, 1, max_len] bool
+
+  static AttentionPlan build(const ForwardBatch& batch, int64_t block_size, at::Device device);
+};
+
 // query: [T, heads, head_dim] (RoPE applied); caches as in kv_cache_ops.h with this step's K/V
 // already written. Returns [T, heads, head_dim].
 at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
-                           const at::Tensor& value_cache, const ForwardBatch& batch, double scale);
+                           const at::Tensor& value_cache, const AttentionPlan& plan, double scale);
 
 // The cache slots of positions [0, context_len) of a sequence.
 std::vector<int64_t> context_slots(const SequenceSlice& seq, int64_t block_size);

@@ -116,6 +116,8 @@ class Scheduler {
   void release(uint64_t id);
 
   Sequence* find(uint64_t id);
+  // The request admitted next, or nullptr when none waits.
+  Sequence* next_waiting() const { return waiting_.empty() ? nullptr : waiting_.front(); }
   bool has_work() const { return !running_.empty() || !waiting_.empty(); }
   SchedulerStats stats() const;
   const BlockManager& block_manager() const { return blocks_; }

@@ -312,6 +312,20 @@ Status write_logits(const std::string& path, const std::vector<float>& data, int
   return ok ? Status() : Status(StatusCode::kInternal, "cannot write " + path);
 }
 
+// Appends each file's bytes to `out`; false (after saying why) when one cannot be read.
+bool read_images(const char* command, const std::vector<std::string>& paths,
+                 std::vector<std::string>* out) {
+  for (const auto& path : paths) {
+    auto bytes = vision::read_file_bytes(path);
+    if (!bytes.ok()) {
+      std::cerr << "dsocr " << command << ": " << bytes.status().message() << "\n";
+      return false;
+    }
+    out->push_back(std::move(bytes).value());
+  }
+  return true;
+}
+
 // One offline request through the engine (the code path the server uses).
 int cmd_generate(int argc, const char* const* argv) {
   engine::EngineOptions options;
@@ -368,14 +382,7 @@ int cmd_generate(int argc, const char* const* argv) {
   sp.ngram_window = ngram_window;
   request.return_logits = !dump_logits.empty();
   request.request_id = "generate";
-  for (const auto& path : images) {
-    auto bytes = vision::read_file_bytes(path);
-    if (!bytes.ok()) {
-      std::cerr << "dsocr generate: " << bytes.status().message() << "\n";
-      return 1;
-    }
-    request.images.push_back(std::move(bytes).value());
-  }
+  if (!read_images("generate", images, &request.images)) return 1;
   auto engine = engine::Engine::create(options);
   if (!engine.ok()) {
     std::cerr << "dsocr generate: " << engine.status().message() << "\n";
@@ -459,14 +466,7 @@ int cmd_bench(int argc, const char* const* argv) {
     return 2;
   }
   std::vector<std::string> pages;
-  for (const auto& path : images) {
-    auto bytes = vision::read_file_bytes(path);
-    if (!bytes.ok()) {
-      std::cerr << "dsocr bench: " << bytes.status().message() << "\n";
-      return 1;
-    }
-    pages.push_back(std::move(bytes).value());
-  }
+  if (!read_images("bench", images, &pages)) return 1;
   options.model_dir = model;
   options.num_kv_blocks = blocks;
   options.prefix_caching = prefix_caching;

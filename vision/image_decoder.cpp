@@ -148,10 +148,11 @@ StatusOr<ImageHeader> probe_png(const ByteView& v) {
 StatusOr<ImageHeader> probe_webp(const ByteView& v) {
   ImageHeader h{ImageFormat::kWebp};
   if (v.starts_with(12, "VP8 ")) {
-    if (!(v.u8(23) == 0x9d && v.u8(24) == 0x01 && v.u8(25) == 0x2a))
-      return corrupt(h.format, "bad VP8 frame tag");
-    h.width = static_cast<int>(*v.u16(26, false) & 0x3fff);
-    h.height = static_cast<int>(*v.u16(28, false) & 0x3fff);
+    auto w = v.u16(26, false), hh = v.u16(28, false);
+    if (!(v.u8(23) == 0x9d && v.u8(24) == 0x01 && v.u8(25) == 0x2a) || !w || !hh)
+      return corrupt(h.format, "bad VP8 frame header");
+    h.width = static_cast<int>(*w & 0x3fff);
+    h.height = static_cast<int>(*hh & 0x3fff);
   } else if (v.starts_with(12, "VP8L")) {
     auto bits = v.u32(21, false);
     if (v.u8(20) != 0x2f || !bits) return corrupt(h.format, "bad VP8L header");

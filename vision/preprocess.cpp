@@ -1,6 +1,5 @@
 #include "vision/preprocess.h"
 
-#include <cfenv>
 #include <cmath>
 #include <cstring>
 #include <limits>

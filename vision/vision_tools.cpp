@@ -13,6 +13,7 @@
 #include "vision/pixel_values.h"
 #include "vision/preprocess.h"
 #include "vision/vision_model.h"
+#include "weights/loader.h"
 #include "weights/model_config.h"
 #include "weights/safetensors.h"
 
@@ -26,12 +27,6 @@ Status write_png(const RgbImage& image, const std::filesystem::path& path) {
   if (!cv::imwrite(path.string(), bgr))
     return Status(StatusCode::kInternal, "cannot write " + path.string());
   return Status();
-}
-
-StatusOr<at::ScalarType> parse_dtype(const std::string& name) {
-  if (name == "float32" || name == "f32") return at::kFloat;
-  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
-  return invalid_argument("--dtype must be float32 or bfloat16, got '" + name + "'");
 }
 
 }  // namespace
@@ -75,7 +70,7 @@ Status write_preprocess_dump(const std::filesystem::path& image_path,
 
 Status write_vision_dump(const VisionDumpOptions& options) {
   use_mmap_for_large_allocations();
-  DSOCR_ASSIGN_OR_RETURN(at::ScalarType dtype, parse_dtype(options.dtype));
+  DSOCR_ASSIGN_OR_RETURN(at::ScalarType dtype, weights::parse_compute_dtype(options.dtype));
   at::Device device(options.device);
   DSOCR_ASSIGN_OR_RETURN(auto config,
                          weights::ModelConfig::from_file(options.model_dir / "config.json"));

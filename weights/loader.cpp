@@ -81,4 +81,10 @@ Status load_module(torch::nn::Module& module, const StateDict& weights,
   return Status();
 }
 
+StatusOr<at::ScalarType> parse_compute_dtype(std::string_view name) {
+  if (name == "float32" || name == "f32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  return invalid_argument("dtype must be float32 or bfloat16, got '" + std::string(name) + "'");
+}
+
 }  // namespace dsocr::weights

@@ -13,6 +13,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 #include "weights/safetensors.h"
@@ -31,5 +32,8 @@ struct LoadOptions {
 };
 
 Status load_module(torch::nn::Module& module, const StateDict& weights, const LoadOptions& options);
+
+// The compute dtype a user names: "float32"/"f32" or "bfloat16"/"bf16"; kInvalidArgument otherwise.
+StatusOr<at::ScalarType> parse_compute_dtype(std::string_view name);
 
 }  // namespace dsocr::weights

@@ -89,17 +89,20 @@ std::unique_ptr<Engine> make_engine(bool batched) {
   return std::move(e).value();
 }
 
+// Adds one event to `r`; true when it was the final one.
+bool absorb(Result& r, StreamEvent e) {
+  r.ids.insert(r.ids.end(), e.token_ids.begin(), e.token_ids.end());
+  if (!e.logits.empty()) r.logits.push_back(e.logits);
+  if (!e.finished) return false;
+  r.final = std::move(e);
+  return true;
+}
+
 Result drain(RequestStream& stream) {
   Result r;
   while (true) {
     auto e = stream.next(std::chrono::milliseconds(100));
-    if (!e) continue;
-    r.ids.insert(r.ids.end(), e->token_ids.begin(), e->token_ids.end());
-    if (!e->logits.empty()) r.logits.push_back(e->logits);
-    if (e->finished) {
-      r.final = std::move(*e);
-      return r;
-    }
+    if (e && absorb(r, std::move(*e))) return r;
   }
 }
 
@@ -186,16 +189,12 @@ TEST_CASE("32 concurrent requests, 8 cancelled midway: the rest match solo, no K
       if (done[i]) continue;
       auto e = streams[i]->next(std::chrono::milliseconds(1));
       if (!e) continue;
-      results[i].ids.insert(results[i].ids.end(), e->token_ids.begin(), e->token_ids.end());
-      if (!e->logits.empty()) results[i].logits.push_back(e->logits);
-      if (i % 4 == 1 && !cancelled[i] && results[i].ids.size() >= 2) {
-        streams[i]->cancel();
-        cancelled[i] = true;
-      }
-      if (e->finished) {
-        results[i].final = std::move(*e);
+      if (absorb(results[i], std::move(*e))) {
         done[i] = true;
         --remaining;
+      } else if (i % 4 == 1 && !cancelled[i] && results[i].ids.size() >= 2) {
+        streams[i]->cancel();
+        cancelled[i] = true;
       }
     }
   }
@@ -243,4 +242,30 @@ TEST_CASE("engine rejects bad requests with clear statuses", "[engine][e2e]") {
   REQUIRE(s2.ok());
   Result res2 = drain(**s2);
   CHECK(res2.final.error.message().find("context_length_exceeded") != std::string::npos);
+}
+
+TEST_CASE("a request larger than the whole KV cache fails instead of waiting forever",
+          "[engine][e2e]") {
+  EngineOptions o;
+  o.model_dir = tiny_model();
+  o.device = "cpu";
+  o.num_kv_blocks = 4;  // 64 tokens; an image prompt needs 260+
+  o.scheduler.max_model_len = 2048;
+  auto engine = Engine::create(o);
+  REQUIRE(engine.ok());
+  GenerateRequest r = make_requests(1)[0];
+  REQUIRE_FALSE(r.images.empty());
+  auto s = (*engine)->submit(r);
+  REQUIRE(s.ok());
+  Result res = drain(**s);
+  CHECK(res.final.error.code() == StatusCode::kResourceExhausted);
+  GenerateRequest small;
+  small.prompt = "Hi";
+  small.sampling.max_tokens = 3;
+  small.sampling.ignore_eos = true;
+  auto s2 = (*engine)->submit(small);  // the engine keeps serving
+  REQUIRE(s2.ok());
+  Result ok = drain(**s2);
+  CHECK(ok.final.error.ok());
+  CHECK(ok.ids.size() == 3);
 }

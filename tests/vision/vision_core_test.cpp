@@ -111,6 +111,21 @@ TEST_CASE("probe_image reads sizes from headers without decoding", "[vision]") {
   }
 }
 
+TEST_CASE("probe_image refuses every truncated header instead of reading past it", "[vision]") {
+  RgbImage img = gradient(37, 23);
+  cv::Mat rgb(img.height, img.width, CV_8UC3, img.pixels.data());
+  std::vector<uint8_t> lossy;
+  REQUIRE(cv::imencode(".webp", rgb, lossy, {cv::IMWRITE_WEBP_QUALITY, 80}));
+  const std::string webp(lossy.begin(), lossy.end());
+  REQUIRE(webp.substr(12, 4) == "VP8 ");
+  for (size_t n = 0; n < 30; ++n) CHECK_FALSE(probe_image(webp.substr(0, n)).ok());
+  CHECK(probe_image(webp).ok());
+  for (const char* ext : {".png", ".jpg", ".bmp", ".tiff"}) {
+    const std::string full = encode(img, ext);
+    for (size_t n = 0; n < 16; ++n) CHECK_FALSE(probe_image(full.substr(0, n)).ok());
+  }
+}
+
 TEST_CASE("decode_image enforces limits before decoding", "[vision]") {
   // A decompression bomb: a header claiming 100000 x 100000 and no pixel data.
   auto bomb = decode_image(png_header_only(100000, 100000));
