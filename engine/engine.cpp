@@ -2,12 +2,14 @@
 #include "engine/engine.h"
 
 #include <ATen/Parallel.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <list>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -123,6 +125,7 @@ struct LiveRequest {
   Clock::time_point submitted, prepared, first_scheduled, first_token;
   bool scheduled = false, produced = false, return_logits = false;
   int64_t image_tokens = 0;
+  double encode_ms = 0;
 };
 
 class EngineImpl : public Engine {
@@ -351,7 +354,7 @@ void EngineImpl::prepare(uint64_t seq_id, std::shared_ptr<StreamImpl> stream,
   const int64_t limit = options_.scheduler.max_model_len;
   if (prompt_len + std::max<int64_t>(p.request.sampling.max_tokens, 1) > limit) {
     return fail(stream, Status(StatusCode::kOutOfRange,
-                               "context_length_exceeded: this model's maximum context length is " +
+                               std::string(kContextLengthExceeded) + ": this model's maximum context length is " +
                                    std::to_string(limit) + " tokens; the prompt has " +
                                    std::to_string(prompt_len) + " tokens (" +
                                    std::to_string(p.prompt.num_image_tokens()) +
@@ -359,6 +362,9 @@ void EngineImpl::prepare(uint64_t seq_id, std::shared_ptr<StreamImpl> stream,
                                    std::to_string(p.request.sampling.max_tokens)));
   }
   p.prepared = Clock::now();
+  StreamEvent accepted;
+  accepted.accepted = true;
+  stream->push(std::move(accepted));
   {
     std::lock_guard lock(mu_);
     inbox_.push_back(std::move(p));
@@ -422,16 +428,25 @@ void EngineImpl::encode_images(const StepPlan& plan) {
     targets.emplace_back(&live, e.image_index);
   }
   if (batch.empty()) return;
+  const auto started = Clock::now();
   vision::PixelBatch pixels = vision::make_pixel_batch(batch, dtype_, device_);
   std::vector<at::Tensor> blocks = vision_->encode(pixels);
+  // On CUDA the kernels are queued, not finished; waiting here makes the time the encoder's.
+  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
+  const double elapsed_ms = ms_between(started, Clock::now());
   for (size_t i = 0; i < blocks.size(); ++i) {
     targets[i].first->embeddings[targets[i].second] = blocks[i];
     image_cache_.emplace_front(batch[i]->content_hash, blocks[i]);
   }
+  // A request waits for the whole batch, so each one in it is charged the batch's time (once).
+  std::set<LiveRequest*> charged;
+  for (auto& target : targets)
+    if (charged.insert(target.first).second) target.first->encode_ms += elapsed_ms;
   constexpr size_t kImageCacheEntries = 16;
   while (image_cache_.size() > kImageCacheEntries) image_cache_.pop_back();
   std::lock_guard lock(mu_);
   counters_.images_encoded += blocks.size();
+  counters_.vision_encode_seconds += elapsed_ms / 1000.0;
 }
 
 at::Tensor EngineImpl::run_model(const StepPlan& plan) {
@@ -480,7 +495,9 @@ at::Tensor EngineImpl::run_model(const StepPlan& plan) {
 
 void EngineImpl::finish(Sequence* seq) {
   auto it = live_.find(seq->id);
+  int64_t image_tokens = 0;
   if (it != live_.end()) {
+    image_tokens = it->second.image_tokens;
     LiveRequest& live = it->second;
     const auto now = Clock::now();
     StreamEvent e;
@@ -494,6 +511,7 @@ void EngineImpl::finish(Sequence* seq) {
     e.timings.queue_ms = live.scheduled ? ms_between(live.prepared, live.first_scheduled) : 0;
     e.timings.ttft_ms = live.produced ? ms_between(live.submitted, live.first_token) : 0;
     e.timings.total_ms = ms_between(live.submitted, now);
+    e.timings.encode_ms = live.encode_ms;
     e.prompt_ids.assign(seq->tokens.begin(), seq->tokens.begin() + seq->prompt_len);
     live.stream->push(std::move(e));
     live_.erase(it);
@@ -501,6 +519,7 @@ void EngineImpl::finish(Sequence* seq) {
   {
     std::lock_guard lock(mu_);
     counters_.prompt_tokens += static_cast<uint64_t>(seq->prompt_len);
+    counters_.image_tokens += static_cast<uint64_t>(image_tokens);
     counters_.cached_tokens += static_cast<uint64_t>(seq->num_cached_tokens);
     counters_.generated_tokens += static_cast<uint64_t>(seq->output_len());
     if (seq->finish_reason == FinishReason::kCancelled)

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -41,6 +42,10 @@ struct EngineOptions {
   size_t max_queued_requests = 256;
   int torch_threads = 0;  // 0: cores minus vision threads
 };
+
+// The message prefix of the error a request gets when prompt + max_tokens exceed the context
+// (kOutOfRange); the server turns it into OpenAI's code of the same name.
+inline constexpr std::string_view kContextLengthExceeded = "context_length_exceeded";
 
 enum class EngineState { kLoading, kReady, kDraining, kUnhealthy, kStopped };
 std::string_view engine_state_name(EngineState state);
@@ -67,9 +72,15 @@ struct Timings {
   double prepare_ms = 0;  // decode + preprocess + tokenise
   double ttft_ms = 0;     // submit -> first token
   double total_ms = 0;
+  double encode_ms = 0;   // vision-encoder steps that ran this request's images (shared batches)
 };
 
 struct StreamEvent {
+  // The first event of every request that passes preparation (images decoded, prompt built and
+  // within the context limit) has accepted = true and nothing else; a request that fails
+  // preparation gets a final error event instead. The server answers 4xx or starts its 200
+  // response on this event, within milliseconds of submit, long before the first token.
+  bool accepted = false;
   std::vector<int32_t> token_ids;  // new tokens (may be empty in the final event)
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
@@ -96,6 +107,7 @@ struct EngineStats {
   uint64_t steps = 0;
   uint64_t prompt_tokens = 0, image_tokens = 0, generated_tokens = 0, cached_tokens = 0;
   uint64_t images_encoded = 0, image_cache_hits = 0;
+  double vision_encode_seconds = 0;  // wall time of the vision-encoder steps
   uint64_t loops_detected = 0;
   uint64_t requests_finished = 0, requests_cancelled = 0, requests_failed = 0;
   int64_t queued_for_preparation = 0;

@@ -1,17 +1,22 @@
 // HttpServer: dsocr-server's HTTP front end on cpp-httplib.
 //
-// Routes today: GET /health, GET /v1/models, GET /metrics, and POST /v1/chat/completions, which
-// validates its JSON and answers 501 until the engine can generate (the engine issue). Every
-// response that is not a success has the OpenAI error shape (server/openai_errors.h), unknown
-// routes included. Handlers never let an exception escape: the exception handler turns one into a
-// 500 with the same shape, and the server keeps serving.
+// Routes: POST /v1/chat/completions (server/chat_handler.h), GET /v1/models, GET /health,
+// GET /metrics, POST /tokenize, POST /detokenize. Every response that is not a success has the
+// OpenAI error shape (server/openai_errors.h), unknown routes included. Handlers never let an
+// exception escape: the exception handler turns one into a 500 with the same shape, and the
+// server keeps serving.
+//
+// The server listens before the model has loaded: /health answers 503 "loading" (and chat 503
+// with Retry-After) until set_engine(). begin_drain() (SIGTERM) makes /health and new chat
+// requests 503 while in-flight ones finish. With an API key configured, every route but /health
+// and /metrics needs "Authorization: Bearer KEY" (compared in constant time).
 //
 // Each request gets an id: a well-formed X-Request-Id header is kept, otherwise one is generated;
 // it is echoed in the response and prefixes the request's log lines. One summary line is logged
 // per request, except for /health and /metrics (probes and scrapers would drown the log).
 //
-// Thread-safety: bind() and serve() are called once, from one thread; stop() from any thread
-// (a signal-handling thread, a test). Handlers run on the HTTP thread pool.
+// Thread-safety: bind() and serve() are called once, from one thread; everything else from any
+// thread. Handlers run on the HTTP thread pool.
 #pragma once
 
 #include <memory>
@@ -19,7 +24,9 @@
 
 #include "common/metrics.h"
 #include "common/status.h"
+#include "engine/engine.h"
 #include "server/server_config.h"
+#include "tokenizer/tokenizer.h"
 
 namespace dsocr::server {
 
@@ -42,6 +49,16 @@ class HttpServer {
   void serve();
   void stop();
 
+  // The model is ready: chat requests go to `engine`, text to and from ids via `tokenizer`.
+  void set_engine(std::shared_ptr<engine::Engine> engine,
+                  std::shared_ptr<const tokenizer::Tokenizer> tokenizer);
+  // Loading failed: /health reports it (503) until the process exits.
+  void set_unhealthy(std::string reason);
+  // Stop taking chat requests (503); in-flight ones continue.
+  void begin_drain();
+  // Chat requests still being answered (streams included).
+  int64_t active_chat_requests() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
@@ -49,5 +66,8 @@ class HttpServer {
 
 // A request id that is safe to log and echo: 1..128 of [A-Za-z0-9._-]; otherwise a new random id.
 std::string sanitize_or_generate_request_id(const std::string& candidate);
+
+// Equality of two secrets in time that depends only on their lengths.
+bool constant_time_equals(std::string_view a, std::string_view b);
 
 }  // namespace dsocr::server

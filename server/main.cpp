@@ -12,8 +12,10 @@
 #include "common/metrics.h"
 #include "common/version.h"
 #include "engine/device.h"
+#include "engine/engine.h"
 #include "server/http_server.h"
 #include "server/server_config.h"
+#include "tokenizer/tokenizer.h"
 #include "weights/hub_client.h"
 #include "weights/make_model.h"
 #include "weights/model_config.h"
@@ -99,37 +101,75 @@ int run(int argc, char** argv) {
   server::ServedModel model{
       .id = config->served_model_name.empty() ? source->name : config->served_model_name,
       .description = model_dir.string()};
-  logger->info(
-      "model '{}' ({}{} language layers, hidden {}) from {} on {}; serving /health, "
-      "/v1/models and /metrics (generation lands with the engine)",
-      model.id, source->kind == weights::ModelSource::Kind::kDemo ? "demo, random weights, " : "",
-      model_config->language.num_hidden_layers, model_config->language.hidden_size,
-      model.description, *device);
+  logger->info("model '{}' ({}{} language layers, hidden {}) from {} on {}", model.id,
+               source->kind == weights::ModelSource::Kind::kDemo ? "demo, random weights, " : "",
+               model_config->language.num_hidden_layers, model_config->language.hidden_size,
+               model.description, *device);
 
+  // Listen first, so that probes see "loading" (503) instead of a refused connection while the
+  // weights load.
   MetricsRegistry metrics;
   server::HttpServer http(*config, model, &metrics);
   if (Status bound = http.bind(); !bound.ok()) {
     logger->error("{}", bound.message());
     return 1;
   }
-  logger->info("listening on http://{}:{}", config->host, http.port());
+  logger->info("listening on http://{}:{} (loading the model)", config->host, http.port());
+  std::thread http_thread([&] { http.serve(); });
 
-  std::atomic<bool> serving{true};
-  std::thread signal_waiter([&] {
-    // Polls with a timeout so that it also ends when serve() returns on its own.
-    const timespec poll_interval{0, 200 * 1000 * 1000};
-    while (serving) {
-      int sig = sigtimedwait(&stop_signals, nullptr, &poll_interval);
-      if (sig == SIGINT || sig == SIGTERM) {
-        logger->info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        http.stop();
-        return;
-      }
+  std::shared_ptr<engine::Engine> engine;
+  {
+    auto tokenizer = tokenizer::Tokenizer::from_file(model_dir / "tokenizer.json");
+    if (!tokenizer.ok()) {
+      logger->error("{}", tokenizer.status().message());
+      http.stop();
+      http_thread.join();
+      return 2;
     }
-  });
-  http.serve();
-  serving = false;
-  signal_waiter.join();
+    engine::EngineOptions options;
+    options.model_dir = model_dir;
+    options.device = *device;
+    options.dtype = config->dtype;
+    options.num_kv_blocks = config->num_kv_blocks;
+    options.kv_memory_fraction = config->kv_memory_fraction;
+    options.prefix_caching = config->prefix_caching;
+    options.scheduler.max_model_len = config->max_model_len;
+    options.scheduler.max_num_seqs = config->max_num_seqs;
+    options.scheduler.max_num_batched_tokens = config->max_num_batched_tokens;
+    options.vision_threads = static_cast<size_t>(config->vision_threads);
+    options.max_queued_requests = static_cast<size_t>(config->max_queued_requests);
+    options.torch_threads = static_cast<int>(config->torch_threads);
+    auto created = engine::Engine::create(options);
+    if (!created.ok()) {
+      logger->error("cannot start the engine: {}", created.status().message());
+      http.set_unhealthy(created.status().message());
+      http.stop();
+      http_thread.join();
+      return 1;
+    }
+    engine = std::move(created).value();
+    http.set_engine(engine, *tokenizer);
+  }
+  logger->info("ready: POST http://{}:{}/v1/chat/completions with model '{}'", config->host,
+               http.port(), model.id);
+
+  // SIGTERM/SIGINT: stop taking requests, let in-flight ones finish (up to --drain-timeout),
+  // then stop the listener and exit 0.
+  int sig = 0;
+  while (sig != SIGINT && sig != SIGTERM) sig = sigwaitinfo(&stop_signals, nullptr);
+  logger->info("received {}, draining (up to {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+               config->drain_timeout_s);
+  http.begin_drain();
+  engine->drain(std::chrono::seconds(config->drain_timeout_s));
+  // The engine has sent every stream its final event; give the HTTP threads a moment to write
+  // them out before the listener closes the connections.
+  const auto flush_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (http.active_chat_requests() > 0 && std::chrono::steady_clock::now() < flush_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  http.stop();
+  http_thread.join();
+  engine.reset();
   logger->info("stopped");
   return 0;
 }

@@ -12,13 +12,37 @@
 namespace dsocr::server {
 
 struct ServerConfig {
+  // Model and compute.
   std::string model = "deepseek-ai/DeepSeek-OCR-2";
   std::string served_model_name;  // empty: the model's own name
+  std::string device = "auto";
+  std::string dtype = "auto";
+  // HTTP.
   std::string host = "127.0.0.1";
   int64_t port = 8000;
-  std::string device = "auto";
-  int64_t http_threads = 32;
+  int64_t http_threads = 512;  // one per open connection (a stream holds one for its duration)
   int64_t max_body_bytes = 64ll << 20;
+  std::string api_key;  // empty: no authentication
+  int64_t keepalive_interval_ms = 5'000;
+  int64_t drain_timeout_s = 30;
+  // Images.
+  int64_t max_image_bytes = 32ll << 20;
+  int64_t max_images_per_request = 16;
+  int64_t image_fetch_timeout_s = 30;
+  int64_t image_max_redirects = 3;
+  bool allow_private_image_urls = false;
+  std::string allowed_local_media_path;
+  // Engine.
+  int64_t max_model_len = 8192;
+  int64_t max_num_seqs = 64;
+  int64_t max_num_batched_tokens = 2048;
+  int64_t max_queued_requests = 256;
+  int64_t num_kv_blocks = 0;  // 0: from free memory
+  double kv_memory_fraction = 0.9;
+  bool prefix_caching = true;
+  int64_t vision_threads = 1;
+  int64_t torch_threads = 0;
+  // Logs.
   std::string log_level = "info";
   std::string log_format = "text";
 

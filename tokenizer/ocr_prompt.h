@@ -29,6 +29,11 @@ inline constexpr std::string_view kBosToken =
     "<\xEF\xBD\x9C"
     "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
 
+// Ends every generation (spec §10.1); not part of the text (spec §10.3).
+inline constexpr std::string_view kEosToken =
+    "<\xEF\xBD\x9C"
+    "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+
 // The official task prompts: "document" (markdown with layout boxes) and "free" (plain OCR).
 std::optional<std::string_view> ocr_task_prompt(std::string_view task);
 

@@ -51,8 +51,8 @@ TEST_CASE("HTTP: /health, /v1/models, /metrics", "[http]") {
   auto c = s.client();
   auto health = c.Get("/health");
   REQUIRE(health);
-  CHECK(health->status == 200);
-  CHECK(json::parse(health->body)["status"] == "ok");
+  CHECK(health->status == 503);  // no engine yet
+  CHECK(json::parse(health->body)["status"] == "loading");
 
   auto models = c.Get("/v1/models");
   REQUIRE(models);
@@ -65,7 +65,7 @@ TEST_CASE("HTTP: /health, /v1/models, /metrics", "[http]") {
   auto metrics = c.Get("/metrics");
   REQUIRE(metrics);
   CHECK(metrics->status == 200);
-  CHECK(metrics->body.find("dsocr_http_requests_total{route=\"/health\",status=\"200\"} 1") !=
+  CHECK(metrics->body.find("dsocr_http_requests_total{route=\"/health\",status=\"503\"} 1") !=
         std::string::npos);
 }
 
@@ -77,13 +77,18 @@ TEST_CASE("HTTP: errors have the OpenAI shape and the right status", "[http]") {
                     "invalid_request_error");
   check_error_shape(c.Post("/v1/chat/completions", "[1,2]", "application/json"), 400,
                     "invalid_request_error");
-  check_error_shape(
-      c.Post("/v1/chat/completions", R"({"model":"test-model","messages":[]})", "application/json"),
-      501, "not_implemented_error");
+  // No engine yet (still loading): 503 with Retry-After, and /health says so.
+  auto loading =
+      c.Post("/v1/chat/completions",
+             R"({"model":"test-model","messages":[{"role":"user","content":"hi"}]})",
+             "application/json");
+  check_error_shape(loading, 503, "service_unavailable_error");
+  CHECK(loading->get_header_value("Retry-After") == "1");
   // The server keeps serving after every one of them.
   auto health = c.Get("/health");
   REQUIRE(health);
-  CHECK(health->status == 200);
+  CHECK(health->status == 503);
+  CHECK(json::parse(health->body)["status"] == "loading");
 }
 
 TEST_CASE("HTTP: oversized bodies are refused with 413", "[http]") {

@@ -1,0 +1,68 @@
+// ChatRequest: a POST /v1/chat/completions body, parsed and validated into what the engine needs.
+//
+// The accepted fields follow OpenAI's Chat Completions request; vLLM/SGLang-style extensions
+// (top_k, min_p, repetition_penalty, skip_special_tokens, stop_token_ids) and ours (ngram_size,
+// ngram_window, ngram_whitelist, loop_min_span, loop_max_period, task) are read from the top
+// level, where the SDKs' `extra_body` puts them. Unknown fields are ignored; a known field with a
+// wrong type or value is an error naming it in `param` ("messages[0].content[1].image_url.url").
+//
+// Prompt: the text parts of every message, in order, and the images of every message, in order.
+// DeepSeek-OCR-2 has no chat template (spec §8.1: the "plain" format, no roles), so roles are
+// checked but do not change the prompt. A request with images and no text at all gets the official
+// document prompt; `task` ("document" | "free") selects an official prompt explicitly.
+//
+// Thread-safety: pure functions over values.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "common/status.h"
+#include "engine/sampling_params.h"
+
+namespace dsocr::server {
+
+// A client error: the status (its code gives the HTTP status), the request field at fault, and
+// OpenAI's machine-readable code where one exists ("context_length_exceeded", "model_not_found").
+struct ApiError {
+  Status status;
+  std::string param;
+  std::string code;
+  bool ok() const { return status.ok(); }
+};
+
+struct ChatLimits {
+  int64_t max_images = 16;         // per request
+  int64_t max_stop_strings = 16;   // OpenAI allows 4; more costs nothing here
+  int64_t max_stop_length = 256;   // bytes per stop string
+};
+
+struct ImageInput {
+  std::string url;    // data:, http(s):// or file:// URL, as sent
+  std::string param;  // where it was in the request, for errors
+};
+
+struct ChatRequest {
+  std::string model;
+  std::vector<std::string> text_parts;  // every text part of every message, in order
+  std::vector<ImageInput> images;       // every image part of every message, in order
+  std::optional<std::string> task;      // "document" | "free": an official prompt
+  engine::SamplingParams sampling;
+  std::vector<std::string> stop;  // stop strings, excluded from the output
+  bool stream = false;
+  bool include_usage = false;
+  bool skip_special_tokens = false;  // OCR keeps its grounding tags by default (spec §10.1)
+
+  // The prompt text for the engine, one "<image>" marker per image (tokenizer/ocr_prompt.h).
+  StatusOr<std::string> prompt_text() const;
+};
+
+// Parses a request body already known to be a JSON object.
+ApiError parse_chat_request(const nlohmann::json& body, const ChatLimits& limits,
+                            ChatRequest* out);
+
+}  // namespace dsocr::server

@@ -1,0 +1,386 @@
+#include "server/image_fetcher.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <vector>
+
+#include "common/version.h"
+
+namespace dsocr::server {
+namespace {
+
+bool starts_with_ci(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+  }
+  return true;
+}
+
+int base64_value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+' || c == '-') return 62;
+  if (c == '/' || c == '_') return 63;
+  return -1;
+}
+
+StatusOr<std::string> decode_base64(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() / 4 * 3 + 3);
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t padding = 0;
+  for (char c : text) {
+    if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+    if (c == '=') {
+      ++padding;
+      continue;
+    }
+    int v = base64_value(c);
+    if (v < 0 || padding > 0) return invalid_argument("the data: URI is not valid base64");
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  if (bits >= 6 || padding > 2) return invalid_argument("the data: URI is not valid base64");
+  return out;
+}
+
+// Which media types we accept from a server or a data: URI. Many servers label images
+// application/octet-stream; the decoder sniffs the real format anyway.
+bool acceptable_media_type(std::string_view type) {
+  return type.empty() || starts_with_ci(type, "image/") ||
+         starts_with_ci(type, "application/octet-stream") ||
+         starts_with_ci(type, "binary/octet-stream");
+}
+
+bool in_v4(uint32_t addr, uint32_t net, int prefix) {
+  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+  return (addr & mask) == (net & mask);
+}
+
+bool is_public_v4(uint32_t a) {
+  struct Range {
+    uint32_t net;
+    int prefix;
+  };
+  static constexpr std::array<Range, 15> kBlocked = {{
+      {0x00000000, 8},   // "this" network, 0.0.0.0
+      {0x0A000000, 8},   // 10/8 private
+      {0x64400000, 10},  // 100.64/10 carrier-grade NAT
+      {0x7F000000, 8},   // loopback
+      {0xA9FE0000, 16},  // 169.254/16 link-local, cloud metadata
+      {0xAC100000, 12},  // 172.16/12 private
+      {0xC0000000, 24},  // 192.0.0/24 IETF protocol assignments
+      {0xC0000200, 24},  // 192.0.2/24 documentation
+      {0xC0A80000, 16},  // 192.168/16 private
+      {0xC6120000, 15},  // 198.18/15 benchmarking
+      {0xC6336400, 24},  // 198.51.100/24 documentation
+      {0xCB007100, 24},  // 203.0.113/24 documentation
+      {0xE0000000, 4},   // multicast
+      {0xF0000000, 4},   // reserved, broadcast
+      {0xC0586300, 24},  // 192.88.99/24 6to4 relay anycast
+  }};
+  for (const Range& r : kBlocked) {
+    if (in_v4(a, r.net, r.prefix)) return false;
+  }
+  return true;
+}
+
+bool is_public_v6(const in6_addr& a) {
+  const uint8_t* b = a.s6_addr;
+  auto v4_tail = [&] {
+    return (uint32_t{b[12]} << 24) | (uint32_t{b[13]} << 16) | (uint32_t{b[14]} << 8) | b[15];
+  };
+  static const uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+  static const uint8_t kNat64Prefix[12] = {0, 0x64, 0xFF, 0x9B, 0, 0, 0, 0, 0, 0, 0, 0};
+  if (std::memcmp(b, kMappedPrefix, 12) == 0) return is_public_v4(v4_tail());
+  if (std::memcmp(b, kNat64Prefix, 12) == 0) return is_public_v4(v4_tail());
+  bool zero_prefix = true;
+  for (int i = 0; i < 15; ++i) zero_prefix = zero_prefix && b[i] == 0;
+  if (zero_prefix && (b[15] == 0 || b[15] == 1)) return false;  // :: and ::1
+  bool compat = true;  // deprecated IPv4-compatible ::a.b.c.d
+  for (int i = 0; i < 12; ++i) compat = compat && b[i] == 0;
+  if (compat) return false;
+  if ((b[0] & 0xFE) == 0xFC) return false;                  // fc00::/7 unique local
+  if (b[0] == 0xFE && (b[1] & 0xC0) == 0x80) return false;  // fe80::/10 link-local
+  if (b[0] == 0xFE && (b[1] & 0xC0) == 0xC0) return false;  // fec0::/10 site-local
+  if (b[0] == 0xFF) return false;                           // multicast
+  if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0D && b[3] == 0xB8) return false;  // docs
+  if (b[0] == 0x20 && b[1] == 0x02) {  // 6to4: the embedded IPv4 address decides
+    return is_public_v4((uint32_t{b[2]} << 24) | (uint32_t{b[3]} << 16) | (uint32_t{b[4]} << 8) |
+                        b[5]);
+  }
+  return true;
+}
+
+struct CurlUrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+struct CurlDeleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct CurlListDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+struct CurlString {
+  char* p = nullptr;
+  ~CurlString() { curl_free(p); }
+};
+
+struct ParsedUrl {
+  std::string scheme, host, port;  // host without IPv6 brackets
+};
+
+StatusOr<ParsedUrl> parse_http_url(const std::string& url) {
+  std::unique_ptr<CURLU, CurlUrlDeleter> u(curl_url());
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
+    return invalid_argument("image URL is not a valid URL");
+  }
+  CurlString scheme, host, port;
+  curl_url_get(u.get(), CURLUPART_SCHEME, &scheme.p, 0);
+  curl_url_get(u.get(), CURLUPART_HOST, &host.p, 0);
+  curl_url_get(u.get(), CURLUPART_PORT, &port.p, CURLU_DEFAULT_PORT);
+  if (!scheme.p || !host.p || !port.p) return invalid_argument("image URL has no host");
+  ParsedUrl p{scheme.p, host.p, port.p};
+  if (p.scheme != "http" && p.scheme != "https") {
+    return invalid_argument("image URL scheme '" + p.scheme +
+                            "' is not supported (http, https, data, file)");
+  }
+  if (p.host.size() >= 2 && p.host.front() == '[' && p.host.back() == ']') {
+    p.host = p.host.substr(1, p.host.size() - 2);
+  }
+  return p;
+}
+
+// Resolves `host` once and returns the address to connect to, refusing non-public ones.
+StatusOr<std::string> resolve_checked(const ParsedUrl& url, bool allow_private) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  int rc = getaddrinfo(url.host.c_str(), url.port.c_str(), &hints, &found);
+  if (rc != 0 || !found) {
+    return invalid_argument("cannot resolve image host '" + url.host + "': " + gai_strerror(rc));
+  }
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(found, freeaddrinfo);
+  std::string chosen;
+  for (addrinfo* ai = found; ai; ai = ai->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (ai->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr, text,
+                sizeof(text));
+    } else if (ai->ai_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr, text,
+                sizeof(text));
+    } else {
+      continue;
+    }
+    // Every address must pass: a host that resolves to one public and one private address could
+    // otherwise be steered to the private one.
+    if (!allow_private && !is_public_address(text)) {
+      return invalid_argument("image host '" + url.host + "' resolves to a non-public address (" +
+                              text +
+                              "); the server refuses such URLs unless started with "
+                              "--allow-private-image-urls");
+    }
+    if (chosen.empty()) chosen = text;
+  }
+  if (chosen.empty()) return invalid_argument("image host '" + url.host + "' has no address");
+  return chosen;
+}
+
+struct Download {
+  std::string body;
+  int64_t max_bytes = 0;
+  bool too_large = false;
+};
+
+size_t on_body(char* data, size_t size, size_t count, void* user) {
+  auto* d = static_cast<Download*>(user);
+  const size_t n = size * count;
+  if (static_cast<int64_t>(d->body.size() + n) > d->max_bytes) {
+    d->too_large = true;
+    return 0;  // aborts the transfer
+  }
+  d->body.append(data, n);
+  return n;
+}
+
+}  // namespace
+
+bool is_public_address(std::string_view numeric_address) {
+  std::string text(numeric_address);
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) return is_public_v4(ntohl(v4.s_addr));
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, text.c_str(), &v6) == 1) return is_public_v6(v6);
+  return false;
+}
+
+StatusOr<std::string> decode_data_uri(std::string_view uri, int64_t max_bytes) {
+  if (!starts_with_ci(uri, "data:")) return invalid_argument("not a data: URI");
+  size_t comma = uri.find(',');
+  if (comma == std::string_view::npos) return invalid_argument("the data: URI has no ','");
+  std::string_view meta = uri.substr(5, comma - 5);
+  std::string_view payload = uri.substr(comma + 1);
+  if (meta.size() < 7 || !starts_with_ci(meta.substr(meta.size() - 7), ";base64")) {
+    return invalid_argument("the data: URI must be base64 (data:image/png;base64,...)");
+  }
+  std::string_view media_type = meta.substr(0, meta.find(';'));
+  if (!acceptable_media_type(media_type)) {
+    return invalid_argument("the data: URI's media type '" + std::string(media_type) +
+                            "' is not an image type");
+  }
+  // Decoded size is at most 3/4 of the text: refuse before allocating anything.
+  if (static_cast<int64_t>(payload.size() / 4 * 3) > max_bytes + 3) {
+    return payload_too_large("the data: URI's image is larger than the limit of " +
+                             std::to_string(max_bytes) + " bytes");
+  }
+  auto bytes = decode_base64(payload);
+  if (!bytes.ok()) return bytes.status();
+  if (static_cast<int64_t>(bytes->size()) > max_bytes) {
+    return payload_too_large("the data: URI's image is larger than the limit of " +
+                             std::to_string(max_bytes) + " bytes");
+  }
+  if (bytes->empty()) return invalid_argument("the data: URI is empty");
+  return bytes;
+}
+
+ImageFetcher::ImageFetcher(ImageFetchOptions options) : options_(std::move(options)) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);  // idempotent; once before any thread uses curl
+}
+
+StatusOr<std::string> ImageFetcher::fetch(std::string_view url) const {
+  if (starts_with_ci(url, "data:")) return decode_data_uri(url, options_.max_bytes);
+  if (starts_with_ci(url, "http://") || starts_with_ci(url, "https://")) return fetch_http(url);
+  if (starts_with_ci(url, "file://")) return read_local_file(url);
+  return invalid_argument(
+      "image URL must be a data: URI (data:image/png;base64,...), an http(s):// URL or a "
+      "file:// URL");
+}
+
+StatusOr<std::string> ImageFetcher::fetch_http(std::string_view first_url) const {
+  std::string url(first_url);
+  for (int64_t hop = 0;; ++hop) {
+    auto parsed = parse_http_url(url);
+    if (!parsed.ok()) return parsed.status();
+    auto address = resolve_checked(*parsed, options_.allow_private_addresses);
+    if (!address.ok()) return address.status();
+    const std::string where = parsed->scheme + "://" + parsed->host;
+
+    std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
+    if (!curl) return internal_error("curl_easy_init failed");
+    const std::string pinned = (parsed->host.find(':') != std::string::npos
+                                    ? "[" + parsed->host + "]"
+                                    : parsed->host) +
+                               ":" + parsed->port + ":" +
+                               (address->find(':') != std::string::npos ? "[" + *address + "]"
+                                                                        : *address);
+    std::unique_ptr<curl_slist, CurlListDeleter> resolve(curl_slist_append(nullptr, pinned.c_str()));
+    Download download{.max_bytes = options_.max_bytes};
+    const std::string agent = "dsocr/" + std::string(version());
+    CURL* c = curl.get();
+    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c, CURLOPT_RESOLVE, resolve.get());
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.connect_timeout_ms));
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.total_timeout_ms));
+    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(options_.max_bytes));
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &download);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, agent.c_str());
+    curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");  // gzip/deflate, counted after decoding
+    CURLcode rc = curl_easy_perform(c);
+    if (download.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+      return payload_too_large("the image at " + where + " is larger than the limit of " +
+                               std::to_string(options_.max_bytes) + " bytes");
+    }
+    if (rc != CURLE_OK) {
+      return invalid_argument("cannot fetch the image from " + where + ": " +
+                              curl_easy_strerror(rc));
+    }
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 300 && status < 400) {
+      char* location = nullptr;
+      curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &location);
+      if (!location) {
+        return invalid_argument("the image server at " + where + " redirected nowhere");
+      }
+      if (hop >= options_.max_redirects) {
+        return invalid_argument("too many redirects fetching the image from " + where);
+      }
+      url = location;
+      continue;
+    }
+    if (status != 200) {
+      return invalid_argument("the image server at " + where + " answered HTTP " +
+                              std::to_string(status));
+    }
+    char* content_type = nullptr;
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &content_type);
+    if (content_type && !acceptable_media_type(content_type)) {
+      return invalid_argument("the URL at " + where + " is not an image (Content-Type " +
+                              std::string(content_type) + ")");
+    }
+    if (download.body.empty()) {
+      return invalid_argument("the image at " + where + " is empty");
+    }
+    return std::move(download.body);
+  }
+}
+
+StatusOr<std::string> ImageFetcher::read_local_file(std::string_view url) const {
+  namespace fs = std::filesystem;
+  if (options_.allowed_local_media_dir.empty()) {
+    return invalid_argument(
+        "file:// image URLs are refused (start the server with --allowed-local-media-path DIR "
+        "to allow files below DIR)");
+  }
+  std::string_view path_text = url.substr(7);
+  if (path_text.starts_with("localhost/")) path_text.remove_prefix(9);
+  if (!path_text.starts_with("/")) return invalid_argument("file:// URLs must be absolute");
+  std::error_code ec;
+  // canonical() resolves symlinks and "..", so the prefix test below sees where the file really is.
+  fs::path real = fs::canonical(fs::path(std::string(path_text)), ec);
+  if (ec) return invalid_argument("file:// image not found");
+  fs::path root = fs::canonical(options_.allowed_local_media_dir, ec);
+  if (ec) return invalid_argument("--allowed-local-media-path does not exist");
+  auto [root_end, real_it] = std::mismatch(root.begin(), root.end(), real.begin(), real.end());
+  if (root.empty() || root_end != root.end()) {
+    return invalid_argument("file:// image is outside --allowed-local-media-path");
+  }
+  if (!fs::is_regular_file(real, ec)) return invalid_argument("file:// image is not a file");
+  const auto size = fs::file_size(real, ec);
+  if (ec) return invalid_argument("file:// image cannot be read");
+  if (static_cast<int64_t>(size) > options_.max_bytes) {
+    return payload_too_large("file:// image is larger than the limit of " +
+                             std::to_string(options_.max_bytes) + " bytes");
+  }
+  std::ifstream in(real, std::ios::binary);
+  std::string bytes(size, '\0');
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(size))) {
+    return invalid_argument("file:// image cannot be read");
+  }
+  return bytes;
+}
+
+}  // namespace dsocr::server

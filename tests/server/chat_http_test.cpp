@@ -1,0 +1,419 @@
+// The chat endpoint over real HTTP against a scripted engine (tests/server/fake_engine.h):
+// response shapes, SSE framing, stop strings, UTF-8, status codes, auth, disconnect -> cancel,
+// backpressure, draining.
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "server/completion_text.h"
+#include "server/http_server.h"
+#include "tests/server/fake_engine.h"
+#include "tokenizer/ocr_prompt.h"
+#include "tokenizer/utf8.h"
+
+namespace dsocr::server {
+namespace {
+
+using json = nlohmann::json;
+using testing::FakeEngine;
+
+std::shared_ptr<const tokenizer::Tokenizer> shared_tokenizer() {
+  static auto tok = [] {
+    auto t = tokenizer::Tokenizer::from_file(std::string(DSOCR_DEFAULT_MODEL_FILES_DIR) +
+                                             "/tokenizer.json");
+    REQUIRE(t.ok());
+    return *t;
+  }();
+  return tok;
+}
+
+struct ChatServer {
+  MetricsRegistry metrics;
+  std::shared_ptr<FakeEngine> engine = std::make_shared<FakeEngine>();
+  std::unique_ptr<HttpServer> server;
+  std::thread thread;
+
+  explicit ChatServer(ServerConfig config = {}) {
+    config.port = 0;
+    config.http_threads = 16;
+    if (config.keepalive_interval_ms == ServerConfig{}.keepalive_interval_ms) {
+      config.keepalive_interval_ms = 5000;
+    }
+    server = std::make_unique<HttpServer>(config, ServedModel{.id = "ocr"}, &metrics);
+    REQUIRE(server->bind().ok());
+    server->set_engine(engine, shared_tokenizer());
+    thread = std::thread([this] { server->serve(); });
+  }
+  ~ChatServer() {
+    server->stop();
+    thread.join();
+  }
+  void reply_with(const std::string& text) {
+    engine->reply = shared_tokenizer()->encode(text);
+    engine->reply.push_back(*shared_tokenizer()->token_to_id(tokenizer::kEosToken));
+  }
+  httplib::Client client() {
+    httplib::Client c("127.0.0.1", server->port());
+    c.set_read_timeout(20, 0);
+    return c;
+  }
+  httplib::Result chat(json body, httplib::Headers headers = {}) {
+    return client().Post("/v1/chat/completions", headers, body.dump(), "application/json");
+  }
+};
+
+json basic_request(json extra = json::object()) {
+  json r = {{"model", "ocr"},
+            {"messages", json::array({{{"role", "user"}, {"content", "Free OCR."}}})}};
+  r.update(extra);
+  return r;
+}
+
+// The data lines of an SSE body, in order.
+std::vector<std::string> sse_data(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t end = body.find("\n\n", pos);
+    REQUIRE(end != std::string::npos);  // every event is terminated
+    std::string event = body.substr(pos, end - pos);
+    if (event.rfind("data: ", 0) == 0) out.push_back(event.substr(6));
+    pos = end + 2;
+  }
+  return out;
+}
+
+TEST_CASE("chat: non-streaming answer has OpenAI's shape", "[chat]") {
+  ChatServer s;
+  s.reply_with("# Title\n<|ref|>text<|/ref|><|det|>[[1, 2, 3, 4]]<|/det|>");
+  auto res = s.chat(basic_request({{"max_tokens", 64}}), {{"X-Request-Id", "abc-1"}});
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  CHECK(res->get_header_value("X-Request-Id") == "abc-1");
+  json j = json::parse(res->body);
+  CHECK(j["id"] == "chatcmpl-abc-1");
+  CHECK(j["object"] == "chat.completion");
+  CHECK(j["model"] == "ocr");
+  CHECK(j["created"].is_number_integer());
+  REQUIRE(j["choices"].size() == 1);
+  CHECK(j["choices"][0]["index"] == 0);
+  CHECK(j["choices"][0]["message"]["role"] == "assistant");
+  // Grounding tags survive (skip_special_tokens defaults to false); EOS is not text.
+  CHECK(j["choices"][0]["message"]["content"] ==
+        "# Title\n<|ref|>text<|/ref|><|det|>[[1, 2, 3, 4]]<|/det|>");
+  CHECK(j["choices"][0]["finish_reason"] == "stop");
+  const int64_t n = static_cast<int64_t>(s.engine->reply.size());
+  CHECK(j["usage"]["completion_tokens"] == n);
+  CHECK(j["usage"]["prompt_tokens"] == 300);
+  CHECK(j["usage"]["total_tokens"] == 300 + n);
+  CHECK(j["usage"]["prompt_tokens_details"]["image_tokens"] == 257);
+  CHECK(j["usage"]["prompt_tokens_details"]["cached_tokens"] == 16);
+  // The engine got the sampling fields and a prompt.
+  std::lock_guard lock(s.engine->mu);
+  REQUIRE(s.engine->requests.size() == 1);
+  CHECK(s.engine->requests[0].sampling.max_tokens == 64);
+  CHECK(s.engine->requests[0].prompt == "Free OCR.");
+}
+
+TEST_CASE("chat: skip_special_tokens drops grounding tags on request", "[chat]") {
+  ChatServer s;
+  s.reply_with("<|ref|>a<|/ref|>");
+  auto res = s.chat(basic_request({{"skip_special_tokens", true}}));
+  REQUIRE(res);
+  CHECK(json::parse(res->body)["choices"][0]["message"]["content"] == "a");
+}
+
+TEST_CASE("chat: streaming framing", "[chat]") {
+  ChatServer s;
+  s.reply_with("Hello, wörld 日本語 🙂 done");
+  for (bool include_usage : {false, true}) {
+    json req = basic_request({{"stream", true}});
+    if (include_usage) req["stream_options"] = {{"include_usage", true}};
+    auto res = s.chat(req);
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    CHECK(res->get_header_value("Content-Type").rfind("text/event-stream", 0) == 0);
+    auto events = sse_data(res->body);
+    REQUIRE(events.size() >= 4);
+    CHECK(events.back() == "[DONE]");
+    std::string id, text;
+    int finish_chunks = 0, usage_chunks = 0;
+    for (size_t i = 0; i + 1 < events.size(); ++i) {
+      json c = json::parse(events[i]);
+      CHECK(c["object"] == "chat.completion.chunk");
+      if (i == 0) id = c["id"];
+      CHECK(c["id"] == id);  // one id for the whole stream
+      CHECK(c.contains("usage") == include_usage);
+      if (c["choices"].empty()) {
+        ++usage_chunks;
+        CHECK(i + 2 == events.size());  // the usage chunk comes last, before [DONE]
+        CHECK(c["usage"]["completion_tokens"] == s.engine->reply.size());
+        continue;
+      }
+      const json& choice = c["choices"][0];
+      if (i == 0) CHECK(choice["delta"]["role"] == "assistant");
+      if (choice["delta"].contains("content")) {
+        std::string piece = choice["delta"]["content"];
+        CHECK(tokenizer::is_valid_utf8(piece));  // no delta splits a character
+        text += piece;
+      }
+      if (!choice["finish_reason"].is_null()) {
+        ++finish_chunks;
+        CHECK(choice["finish_reason"] == "stop");
+      }
+    }
+    CHECK(text == "Hello, wörld 日本語 🙂 done");
+    CHECK(finish_chunks == 1);
+    CHECK(usage_chunks == (include_usage ? 1 : 0));
+  }
+}
+
+TEST_CASE("chat: stop strings across deltas end the completion and are excluded", "[chat]") {
+  ChatServer s;
+  s.reply_with("alpha beta</table> gamma delta");
+  s.engine->token_delay = std::chrono::milliseconds(2);
+  for (bool stream : {false, true}) {
+    auto res = s.chat(basic_request({{"stream", stream}, {"stop", json::array({"</table>", "zz"})}}));
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    std::string text, finish;
+    json stop_reason;
+    if (stream) {
+      for (const auto& e : sse_data(res->body)) {
+        if (e == "[DONE]") continue;
+        json c = json::parse(e);
+        if (c["choices"].empty()) continue;
+        if (c["choices"][0]["delta"].contains("content")) text += c["choices"][0]["delta"]["content"];
+        if (!c["choices"][0]["finish_reason"].is_null()) {
+          finish = c["choices"][0]["finish_reason"];
+          stop_reason = c["choices"][0]["stop_reason"];
+        }
+      }
+    } else {
+      json j = json::parse(res->body);
+      text = j["choices"][0]["message"]["content"];
+      finish = j["choices"][0]["finish_reason"];
+      stop_reason = j["choices"][0]["stop_reason"];
+    }
+    CHECK(text == "alpha beta");
+    CHECK(finish == "stop");
+    CHECK(stop_reason == "stop_string");
+  }
+  // Generation was cancelled at the stop string instead of running to the end.
+  for (int i = 0; i < 200 && s.engine->cancelled < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(s.engine->cancelled == 2);
+}
+
+TEST_CASE("StopStringMatcher holds back only what could start a stop string", "[chat]") {
+  StopStringMatcher m({"END", "</td>"});
+  CHECK(m.push("abc") == "abc");
+  CHECK(m.push("xE") == "x");  // "E" may start "END"
+  CHECK(m.push("Nd") == "ENd");
+  CHECK(m.push("q</t") == "q");
+  CHECK(m.push("d") == "");
+  CHECK(m.push(">tail") == "");
+  CHECK(m.matched());
+  CHECK(m.matched_stop() == "</td>");
+  CHECK(m.push("more") == "");
+  StopStringMatcher n({"XY"});
+  CHECK(n.push("aX") == "a");
+  CHECK(n.flush() == "X");  // the text ended: "X" can no longer become "XY"
+  StopStringMatcher none({});
+  CHECK(none.push("anything") == "anything");
+}
+
+void check_error(const httplib::Result& res, int status, const std::string& param,
+                 const std::string& code = "") {
+  REQUIRE(res);
+  CHECK(res->status == status);
+  json j = json::parse(res->body);
+  REQUIRE(j.contains("error"));
+  CHECK(j["error"]["message"].is_string());
+  if (param.empty()) {
+    CHECK(j["error"]["param"].is_null());
+  } else {
+    CHECK(j["error"]["param"] == param);
+  }
+  if (!code.empty()) CHECK(j["error"]["code"] == code);
+}
+
+TEST_CASE("chat: client errors name the field and keep the server serving", "[chat]") {
+  ChatServer s;
+  s.reply_with("ok");
+  check_error(s.chat(basic_request({{"model", "gpt-4"}})), 404, "model", "model_not_found");
+  check_error(s.chat(basic_request({{"temperature", "hot"}})), 400, "temperature");
+  check_error(s.chat(basic_request({{"max_tokens", 0}})), 400, "max_tokens");
+  check_error(s.chat(basic_request({{"max_tokens", 1.5}})), 400, "max_tokens");
+  check_error(s.chat(basic_request({{"n", 2}})), 400, "n");
+  check_error(s.chat(basic_request({{"stop", 3}})), 400, "stop");
+  check_error(s.chat(basic_request({{"stream", "yes"}})), 400, "stream");
+  check_error(s.chat(basic_request({{"stream_options", {{"include_usage", true}}}})), 400,
+              "stream_options");
+  check_error(s.chat(basic_request({{"messages", json::array()}})), 400, "messages");
+  check_error(s.chat(basic_request({{"messages", json::array({{{"role", "user"},
+                                                                {"content", json::array({{{"type", "image_url"},
+                                                                                          {"image_url", {{"url", "ftp://x/y.png"}}}}})}}})}})),
+              400, "messages[0].content[0].image_url.url", "invalid_image_url");
+  check_error(s.chat(basic_request({{"messages", json::array({{{"role", "robot"}, {"content", "x"}}})}})),
+              400, "messages[0].role");
+  // Unknown fields are ignored.
+  auto ok = s.chat(basic_request({{"frobnicate", true}, {"user", "u1"}}));
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(s.engine->submitted == 1);  // none of the bad ones reached the engine
+}
+
+TEST_CASE("chat: engine refusals map to 400 / 429 / 503", "[chat]") {
+  ChatServer s;
+  s.reply_with("ok");
+  s.engine->prepare_error =
+      Status(StatusCode::kOutOfRange, std::string(engine::kContextLengthExceeded) + ": too long");
+  check_error(s.chat(basic_request()), 400, "messages", "context_length_exceeded");
+  s.engine->prepare_error = invalid_argument("image 1: not an image (unknown format)");
+  check_error(s.chat(basic_request()), 400, "messages");
+  s.engine->prepare_error = Status();
+
+  s.engine->submit_error = resource_exhausted("queue full");
+  auto busy = s.chat(basic_request());
+  check_error(busy, 429, "");
+  CHECK(busy->get_header_value("Retry-After") == "1");
+  CHECK(json::parse(busy->body)["error"]["type"] == "rate_limit_error");
+  s.engine->submit_error = Status();
+
+  s.engine->engine_state = engine::EngineState::kLoading;
+  auto loading = s.chat(basic_request());
+  check_error(loading, 503, "");
+  CHECK(loading->get_header_value("Retry-After") == "1");
+  auto health = s.client().Get("/health");
+  REQUIRE(health);
+  CHECK(health->status == 503);
+  s.engine->engine_state = engine::EngineState::kReady;
+
+  s.server->begin_drain();
+  check_error(s.chat(basic_request()), 503, "");
+  health = s.client().Get("/health");
+  CHECK(json::parse(health->body)["status"] == "draining");
+}
+
+TEST_CASE("chat: API key", "[chat]") {
+  ServerConfig config;
+  config.api_key = "sk-secret";
+  ChatServer s(config);
+  s.reply_with("ok");
+  auto missing = s.chat(basic_request());
+  check_error(missing, 401, "", "invalid_api_key");
+  CHECK(json::parse(missing->body)["error"]["type"] == "authentication_error");
+  check_error(s.chat(basic_request(), {{"Authorization", "Bearer sk-wrong"}}), 401, "");
+  check_error(s.chat(basic_request(), {{"Authorization", "sk-secret"}}), 401, "");
+  auto good = s.chat(basic_request(), {{"Authorization", "Bearer sk-secret"}});
+  REQUIRE(good);
+  CHECK(good->status == 200);
+  CHECK(s.client().Get("/v1/models")->status == 401);
+  CHECK(s.client().Get("/health")->status == 200);  // probes need no key
+  CHECK(s.client().Get("/metrics")->status == 200);
+  CHECK(constant_time_equals("abc", "abc"));
+  CHECK_FALSE(constant_time_equals("abc", "abd"));
+  CHECK_FALSE(constant_time_equals("abc", "abcd"));
+  CHECK_FALSE(constant_time_equals("", "a"));
+}
+
+// Sends a request on a raw socket, reads `read_bytes` of the answer (0: none), then closes.
+void send_and_hang_up(int port, const std::string& body, size_t read_bytes) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  std::string request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Type: application/json\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n\r\n" + body;
+  REQUIRE(send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
+  std::string got;
+  char buf[512];
+  while (got.size() < read_bytes) {
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  if (read_bytes == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  close(fd);
+}
+
+TEST_CASE("chat: a client that hangs up cancels its request", "[chat]") {
+  ChatServer s;
+  std::string long_text;
+  for (int i = 0; i < 200; ++i) long_text += "word ";
+  s.reply_with(long_text);
+  s.engine->token_delay = std::chrono::milliseconds(20);
+  SECTION("non-streaming, while generating") {
+    send_and_hang_up(s.server->port(), basic_request().dump(), 0);
+  }
+  SECTION("streaming, after a few chunks") {
+    send_and_hang_up(s.server->port(), basic_request({{"stream", true}}).dump(), 600);
+  }
+  for (int i = 0; i < 300 && s.engine->cancelled == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(s.engine->cancelled == 1);
+  CHECK(s.engine->finished == 0);
+  for (int i = 0; i < 300 && s.server->active_chat_requests() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(s.server->active_chat_requests() == 0);
+  auto metrics = s.client().Get("/metrics");
+  CHECK(metrics->body.find("dsocr_requests_total{finish_reason=\"cancelled\"} 1") !=
+        std::string::npos);
+}
+
+TEST_CASE("chat: keep-alive comments while a stream waits", "[chat]") {
+  ServerConfig config;
+  config.keepalive_interval_ms = 20;
+  ChatServer s(config);
+  s.reply_with("slow");
+  s.engine->token_delay = std::chrono::milliseconds(150);
+  auto res = s.chat(basic_request({{"stream", true}}));
+  REQUIRE(res);
+  CHECK(res->body.find(": keep-alive\n\n") != std::string::npos);
+  CHECK(sse_data(res->body).back() == "[DONE]");
+}
+
+TEST_CASE("chat: metrics and tokenize endpoints", "[chat]") {
+  ChatServer s;
+  s.reply_with("a b c");
+  REQUIRE(s.chat(basic_request())->status == 200);
+  auto m = s.client().Get("/metrics");
+  REQUIRE(m);
+  for (const char* name :
+       {"dsocr_requests_total{finish_reason=\"stop\"} 1", "dsocr_time_to_first_token_seconds_count 1",
+        "dsocr_e2e_request_latency_seconds_count 1", "dsocr_queue_time_seconds_count 1",
+        "dsocr_vision_encode_seconds_count 1", "dsocr_inter_token_latency_seconds_count",
+        "dsocr_kv_cache_usage_ratio", "dsocr_requests_running", "dsocr_prefix_cache_hits_total",
+        "dsocr_preemptions_total", "dsocr_loops_detected_total", "dsocr_engine_ready 1"}) {
+    INFO(name);
+    CHECK(m->body.find(name) != std::string::npos);
+  }
+  auto c = s.client();
+  auto tok = c.Post("/tokenize", R"({"prompt":"Free OCR."})", "application/json");
+  REQUIRE(tok);
+  REQUIRE(tok->status == 200);
+  json ids = json::parse(tok->body)["tokens"];
+  CHECK(ids == json(shared_tokenizer()->encode("Free OCR.")));
+  auto detok = c.Post("/detokenize", json{{"tokens", ids}}.dump(), "application/json");
+  REQUIRE(detok);
+  CHECK(json::parse(detok->body)["prompt"] == "Free OCR.");
+  check_error(c.Post("/detokenize", R"({"tokens":[-1]})", "application/json"), 400, "tokens");
+  check_error(c.Post("/tokenize", R"({"prompt":5})", "application/json"), 400, "prompt");
+}
+
+}  // namespace
+}  // namespace dsocr::server

@@ -1,0 +1,130 @@
+// FakeEngine: an engine::Engine that replies with a scripted token sequence, for testing the HTTP
+// layer without a model. Each request gets the "accepted" event, then one event per token spaced
+// by token_delay, then a final event with usage, like the real engine; cancel() ends it with
+// kCancelled. Knobs make submit fail (queue full, not ready) or make preparation fail.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace dsocr::server::testing {
+
+class FakeStream : public engine::RequestStream {
+ public:
+  explicit FakeStream(std::string id) : id_(std::move(id)) {}
+  std::optional<engine::StreamEvent> next(std::chrono::milliseconds timeout) override {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return std::nullopt;
+    auto e = std::move(events_.front());
+    events_.pop_front();
+    return e;
+  }
+  void cancel() override { cancelled_ = true; }
+  const std::string& request_id() const override { return id_; }
+
+  void push(engine::StreamEvent e) {
+    std::lock_guard lock(mu_);
+    events_.push_back(std::move(e));
+    cv_.notify_all();
+  }
+  bool cancelled() const { return cancelled_; }
+
+ private:
+  std::string id_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<engine::StreamEvent> events_;
+  std::atomic<bool> cancelled_{false};
+};
+
+class FakeEngine : public engine::Engine {
+ public:
+  // What every request gets.
+  std::vector<int32_t> reply;  // token ids; the engine appends nothing itself
+  engine::FinishReason finish = engine::FinishReason::kStop;
+  std::chrono::milliseconds token_delay{0};
+  Status submit_error;   // returned by submit() when set
+  Status prepare_error;  // sent as the first (final) event when set
+  int64_t prompt_tokens = 300, image_tokens = 257, cached_tokens = 16;
+  std::atomic<engine::EngineState> engine_state{engine::EngineState::kReady};
+
+  // What happened.
+  std::atomic<int> submitted{0}, cancelled{0}, finished{0}, live{0};
+  std::mutex mu;
+  std::vector<engine::GenerateRequest> requests;  // guarded by mu
+
+  ~FakeEngine() override {
+    for (auto& t : threads_) t.join();
+  }
+
+  StatusOr<std::shared_ptr<engine::RequestStream>> submit(engine::GenerateRequest r) override {
+    if (!submit_error.ok()) return submit_error;
+    ++submitted;
+    auto stream = std::make_shared<FakeStream>(r.request_id);
+    {
+      std::lock_guard lock(mu);
+      requests.push_back(r);
+      threads_.emplace_back([this, stream] { produce(stream); });
+    }
+    return std::shared_ptr<engine::RequestStream>(stream);
+  }
+  engine::EngineState state() const override { return engine_state; }
+  engine::EngineStats stats() const override {
+    engine::EngineStats s;
+    s.state = engine_state;
+    s.scheduler.running = live;
+    s.requests_cancelled = static_cast<uint64_t>(cancelled.load());
+    return s;
+  }
+  void drain(std::chrono::milliseconds) override {}
+  int64_t max_model_len() const override { return 8192; }
+  std::string detokenize(const std::vector<int32_t>&) const override { return {}; }
+  std::vector<int32_t> tokenize(const std::string&) const override { return {}; }
+
+ private:
+  void produce(const std::shared_ptr<FakeStream>& stream) {
+    ++live;
+    auto final_event = [&](engine::FinishReason reason, int64_t produced) {
+      engine::StreamEvent e;
+      e.finished = true;
+      e.finish_reason = reason;
+      e.error = reason == engine::FinishReason::kError ? prepare_error : Status();
+      e.usage = {prompt_tokens, image_tokens, cached_tokens, produced};
+      e.timings = {.queue_ms = 1, .prepare_ms = 2, .ttft_ms = 3, .total_ms = 4, .encode_ms = 1};
+      stream->push(std::move(e));
+      --live;
+    };
+    if (!prepare_error.ok()) return final_event(engine::FinishReason::kError, 0);
+    engine::StreamEvent accepted;
+    accepted.accepted = true;
+    stream->push(accepted);
+    int64_t produced = 0;
+    for (int32_t id : reply) {
+      const auto until = std::chrono::steady_clock::now() + token_delay;
+      while (std::chrono::steady_clock::now() < until && !stream->cancelled()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      if (stream->cancelled()) {
+        ++cancelled;
+        return final_event(engine::FinishReason::kCancelled, produced);
+      }
+      engine::StreamEvent e;
+      e.token_ids = {id};
+      stream->push(std::move(e));
+      ++produced;
+    }
+    ++finished;
+    final_event(finish, produced);
+  }
+
+  std::vector<std::thread> threads_;  // guarded by mu
+};
+
+}  // namespace dsocr::server::testing
