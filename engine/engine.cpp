@@ -353,13 +353,14 @@ void EngineImpl::prepare(uint64_t seq_id, std::shared_ptr<StreamImpl> stream,
   const int64_t prompt_len = static_cast<int64_t>(p.prompt.ids.size());
   const int64_t limit = options_.scheduler.max_model_len;
   if (prompt_len + std::max<int64_t>(p.request.sampling.max_tokens, 1) > limit) {
-    return fail(stream, Status(StatusCode::kOutOfRange,
-                               std::string(kContextLengthExceeded) + ": this model's maximum context length is " +
-                                   std::to_string(limit) + " tokens; the prompt has " +
-                                   std::to_string(prompt_len) + " tokens (" +
-                                   std::to_string(p.prompt.num_image_tokens()) +
-                                   " of them image tokens) and max_tokens is " +
-                                   std::to_string(p.request.sampling.max_tokens)));
+    return fail(
+        stream,
+        Status(StatusCode::kOutOfRange,
+               std::string(kContextLengthExceeded) + ": this model's maximum context length is " +
+                   std::to_string(limit) + " tokens; the prompt has " + std::to_string(prompt_len) +
+                   " tokens (" + std::to_string(p.prompt.num_image_tokens()) +
+                   " of them image tokens) and max_tokens is " +
+                   std::to_string(p.request.sampling.max_tokens)));
   }
   p.prepared = Clock::now();
   StreamEvent accepted;

@@ -72,7 +72,7 @@ struct Timings {
   double prepare_ms = 0;  // decode + preprocess + tokenise
   double ttft_ms = 0;     // submit -> first token
   double total_ms = 0;
-  double encode_ms = 0;   // vision-encoder steps that ran this request's images (shared batches)
+  double encode_ms = 0;  // vision-encoder steps that ran this request's images (shared batches)
 };
 
 struct StreamEvent {

@@ -146,14 +146,13 @@ struct ChatHandler::Call {
     log::ScopedRequestId scoped(request_id);
     const auto& u = final_event.usage;
     const auto& t = final_event.timings;
-    handler->metrics_->observe_request(
-        {.finish_reason = outcome,
-         .queue_s = t.queue_ms / 1000,
-         .ttft_s = t.ttft_ms / 1000,
-         .e2e_s = t.total_ms / 1000,
-         .prepare_s = t.prepare_ms / 1000,
-         .encode_s = t.encode_ms / 1000,
-         .has_timings = finished && t.total_ms > 0});
+    handler->metrics_->observe_request({.finish_reason = outcome,
+                                        .queue_s = t.queue_ms / 1000,
+                                        .ttft_s = t.ttft_ms / 1000,
+                                        .e2e_s = t.total_ms / 1000,
+                                        .prepare_s = t.prepare_ms / 1000,
+                                        .encode_s = t.encode_ms / 1000,
+                                        .has_timings = finished && t.total_ms > 0});
     log::get("chat")->info(
         "chat {} {}: {} images, prompt {} tokens ({} image, {} cached), completion {}, "
         "ttft {:.0f} ms, {:.0f} ms total, finish {}",
@@ -190,17 +189,16 @@ void ChatHandler::handle(const httplib::Request& req, httplib::Response& res) {
                       {"created", c.created},
                       {"model", h.options_.model_id},
                       {"system_fingerprint", std::string("dsocr-") + version()},
-                      {"choices",
-                       json::array({{{"index", 0},
-                                     {"delta", std::move(delta)},
-                                     {"logprobs", nullptr},
-                                     {"finish_reason", std::move(finish_reason)}}})}};
+                      {"choices", json::array({{{"index", 0},
+                                                {"delta", std::move(delta)},
+                                                {"logprobs", nullptr},
+                                                {"finish_reason", std::move(finish_reason)}}})}};
             if (c.request.include_usage) j["usage"] = nullptr;
             return j;
           };
           auto send = [&](const json& j) {
-            std::string line = "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) +
-                               "\n\n";
+            std::string line =
+                "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
             return sink.write(line.data(), line.size());
           };
           if (!send(chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) return false;
@@ -215,9 +213,8 @@ void ChatHandler::handle(const httplib::Request& req, httplib::Response& res) {
                                  : c.final_event.error;
                 send({{"error", error_json(from_status(why))}});
                 sink.write(kDone.data(), kDone.size());
-                c.record(c.final_event.finish_reason == engine::FinishReason::kError
-                             ? "error"
-                             : "cancelled",
+                c.record(c.final_event.finish_reason == engine::FinishReason::kError ? "error"
+                                                                                     : "cancelled",
                          200);
                 sink.done();
                 return true;
@@ -278,7 +275,8 @@ void ChatHandler::run(Call& call, const httplib::Request& req, httplib::Response
     call.record("error", res.status);
   };
   json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) return fail({invalid_argument("the request body is not valid JSON"), {}, {}});
+  if (body.is_discarded())
+    return fail({invalid_argument("the request body is not valid JSON"), {}, {}});
   if (!body.is_object()) {
     return fail({invalid_argument("the request body must be a JSON object"), {}, {}});
   }
@@ -311,12 +309,13 @@ void ChatHandler::run(Call& call, const httplib::Request& req, httplib::Response
     if (!bytes.ok()) return fail({bytes.status(), image.param, "invalid_image_url"});
     g.images.push_back(std::move(bytes).value());
   }
-  call.probe = ConnectionProbe::find(req.local_addr, req.local_port, req.remote_addr,
-                                     req.remote_port);
+  call.probe =
+      ConnectionProbe::find(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
   if (!call.probe) {
-    log::get("chat")->warn("cannot find the connection {}:{} -> {}:{}; a disconnect will only be "
-                           "noticed when writing",
-                           req.remote_addr, req.remote_port, req.local_addr, req.local_port);
+    log::get("chat")->warn(
+        "cannot find the connection {}:{} -> {}:{}; a disconnect will only be "
+        "noticed when writing",
+        req.remote_addr, req.remote_port, req.local_addr, req.local_port);
   }
   auto submitted = call.engine->submit(std::move(g));
   if (!submitted.ok()) return fail(from_status(submitted.status()));
@@ -390,8 +389,7 @@ void ChatHandler::run(Call& call, const httplib::Request& req, httplib::Response
                  {"system_fingerprint", std::string("dsocr-") + version()},
                  {"choices", json::array({choice})},
                  {"usage", usage_json(call.final_event.usage, call.completion_tokens)}};
-  res.set_content(answer.dump(-1, ' ', false, json::error_handler_t::replace),
-                  "application/json");
+  res.set_content(answer.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
   call.record(call.text->stopped_by_string() ? "stop" : engine::finish_reason_name(reason), 200);
 }
 

@@ -34,7 +34,7 @@ struct Response;
 namespace dsocr::server {
 
 struct ChatHandlerOptions {
-  std::string model_id;                  // requests must name it
+  std::string model_id;  // requests must name it
   ChatLimits limits;
   ImageFetchOptions fetch;
   int64_t keepalive_interval_ms = 5'000;  // SSE comment while no token arrives

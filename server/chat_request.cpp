@@ -31,8 +31,8 @@ ApiError read_number(const json& body, const char* name, double lo, double hi, d
   if (!it->is_number()) return field_error(name, "must be a number");
   double v = it->get<double>();
   if (!std::isfinite(v) || v < lo || v > hi) {
-    return field_error(name, "must be in [" + json(lo).dump() + ", " + json(hi).dump() +
-                                 "], got " + it->dump());
+    return field_error(
+        name, "must be in [" + json(lo).dump() + ", " + json(hi).dump() + "], got " + it->dump());
   }
   *out = v;
   return {};
@@ -107,8 +107,8 @@ ApiError read_content(const json& content, const std::string& where, const ChatL
         return field_error(at + ".image_url.url", "must be a non-empty string");
       }
       if (static_cast<int64_t>(out->images.size()) >= limits.max_images) {
-        return field_error(at, "more than " + std::to_string(limits.max_images) +
-                                   " images in one request");
+        return field_error(
+            at, "more than " + std::to_string(limits.max_images) + " images in one request");
       }
       out->images.push_back({url->get<std::string>(), at + ".image_url.url"});
     } else {
@@ -159,8 +159,8 @@ ApiError read_stop(const json& body, const ChatLimits& limits, ChatRequest* out)
     return field_error("stop", "must be a string or an array of strings");
   }
   if (static_cast<int64_t>(strings.size()) > limits.max_stop_strings) {
-    return field_error("stop", "at most " + std::to_string(limits.max_stop_strings) +
-                                   " stop strings");
+    return field_error("stop",
+                       "at most " + std::to_string(limits.max_stop_strings) + " stop strings");
   }
   for (const std::string& s : strings) {
     if (s.empty()) return field_error("stop", "stop strings must not be empty");
@@ -183,8 +183,7 @@ ApiError read_sampling(const json& body, engine::SamplingParams* s) {
   if (!(e = read_number(body, "min_p", 0, 1, &s->min_p)).ok()) return e;
   if (!(e = read_number(body, "presence_penalty", -2, 2, &s->presence_penalty)).ok()) return e;
   if (!(e = read_number(body, "frequency_penalty", -2, 2, &s->frequency_penalty)).ok()) return e;
-  if (!(e = read_number(body, "repetition_penalty", 0, 100, &s->repetition_penalty)).ok())
-    return e;
+  if (!(e = read_number(body, "repetition_penalty", 0, 100, &s->repetition_penalty)).ok()) return e;
   if (s->repetition_penalty <= 0) return field_error("repetition_penalty", "must be positive");
   if (!(e = read_int(body, "top_k", -1, kIntMax, &i)).ok()) return e;
   if (i) s->top_k = *i < 0 ? 0 : *i;  // -1 is vLLM's "off"
@@ -270,8 +269,9 @@ ApiError parse_chat_request(const json& body, const ChatLimits& limits, ChatRequ
   if (ApiError e = read_int(body, "n", 1, std::numeric_limits<int64_t>::max(), &n); !e.ok())
     return e;
   if (n && *n != 1) {
-    return field_error("n", "only n = 1 is supported (send n requests; greedy OCR gives one "
-                            "answer)");
+    return field_error("n",
+                       "only n = 1 is supported (send n requests; greedy OCR gives one "
+                       "answer)");
   }
   if (auto lp = body.find("logprobs"); lp != body.end() && !lp->is_null()) {
     if (!lp->is_boolean()) return field_error("logprobs", "must be a boolean");

@@ -36,9 +36,9 @@ struct ApiError {
 };
 
 struct ChatLimits {
-  int64_t max_images = 16;         // per request
-  int64_t max_stop_strings = 16;   // OpenAI allows 4; more costs nothing here
-  int64_t max_stop_length = 256;   // bytes per stop string
+  int64_t max_images = 16;        // per request
+  int64_t max_stop_strings = 16;  // OpenAI allows 4; more costs nothing here
+  int64_t max_stop_length = 256;  // bytes per stop string
 };
 
 struct ImageInput {
@@ -62,7 +62,6 @@ struct ChatRequest {
 };
 
 // Parses a request body already known to be a JSON object.
-ApiError parse_chat_request(const nlohmann::json& body, const ChatLimits& limits,
-                            ChatRequest* out);
+ApiError parse_chat_request(const nlohmann::json& body, const ChatLimits& limits, ChatRequest* out);
 
 }  // namespace dsocr::server

@@ -32,8 +32,8 @@ bool address_of(const sockaddr_storage& ss, std::string* addr, int* port) {
   return true;
 }
 
-bool matches(int fd, const std::string& local_addr, int local_port,
-             const std::string& remote_addr, int remote_port) {
+bool matches(int fd, const std::string& local_addr, int local_port, const std::string& remote_addr,
+             int remote_port) {
   sockaddr_storage peer{}, self{};
   socklen_t peer_len = sizeof(peer), self_len = sizeof(self);
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) return false;
@@ -47,8 +47,7 @@ bool matches(int fd, const std::string& local_addr, int local_port,
 
 }  // namespace
 
-std::optional<ConnectionProbe> ConnectionProbe::find(const std::string& local_addr,
-                                                     int local_port,
+std::optional<ConnectionProbe> ConnectionProbe::find(const std::string& local_addr, int local_port,
                                                      const std::string& remote_addr,
                                                      int remote_port) {
   DIR* dir = opendir("/proc/self/fd");

@@ -64,9 +64,9 @@ struct HttpServer::Impl {
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
   mutable std::mutex mu;
-  std::shared_ptr<engine::Engine> engine;                  // guarded by mu
+  std::shared_ptr<engine::Engine> engine;                 // guarded by mu
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // guarded by mu
-  std::string unhealthy_reason;                            // guarded by mu
+  std::string unhealthy_reason;                           // guarded by mu
   std::atomic<bool> draining{false};
   ChatHandler chat;
 
@@ -220,8 +220,7 @@ struct HttpServer::Impl {
       }
       auto tokens = body.find("tokens");
       if (tokens == body.end() || !tokens->is_array()) {
-        return send_error(res, invalid_argument("tokens: must be an array of token ids"),
-                          "tokens");
+        return send_error(res, invalid_argument("tokens: must be an array of token ids"), "tokens");
       }
       std::vector<int32_t> ids;
       for (const json& t : *tokens) {
@@ -247,7 +246,8 @@ struct HttpServer::Impl {
       } else if (res.status == 413) {
         // cpp-httplib caps form-encoded bodies far below our limit: curl -d without a
         // Content-Type header sends exactly that.
-        const bool form = req.get_header_value("Content-Type") == "application/x-www-form-urlencoded";
+        const bool form =
+            req.get_header_value("Content-Type") == "application/x-www-form-urlencoded";
         send_error(res, payload_too_large(
                             form ? "form-encoded request bodies are limited to 8 KiB; send JSON "
                                    "with 'Content-Type: application/json'"

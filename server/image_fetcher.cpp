@@ -286,13 +286,12 @@ StatusOr<std::string> ImageFetcher::fetch_http(std::string_view first_url) const
 
     std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
     if (!curl) return internal_error("curl_easy_init failed");
-    const std::string pinned = (parsed->host.find(':') != std::string::npos
-                                    ? "[" + parsed->host + "]"
-                                    : parsed->host) +
-                               ":" + parsed->port + ":" +
-                               (address->find(':') != std::string::npos ? "[" + *address + "]"
-                                                                        : *address);
-    std::unique_ptr<curl_slist, CurlListDeleter> resolve(curl_slist_append(nullptr, pinned.c_str()));
+    const std::string pinned =
+        (parsed->host.find(':') != std::string::npos ? "[" + parsed->host + "]" : parsed->host) +
+        ":" + parsed->port + ":" +
+        (address->find(':') != std::string::npos ? "[" + *address + "]" : *address);
+    std::unique_ptr<curl_slist, CurlListDeleter> resolve(
+        curl_slist_append(nullptr, pinned.c_str()));
     Download download{.max_bytes = options_.max_bytes};
     const std::string agent = "dsocr/" + std::string(version());
     CURL* c = curl.get();

@@ -15,12 +15,11 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
                            "(stop, length, loop, cancelled, error).",
                            {"finish_reason"})),
       queue_(r->histogram("dsocr_queue_time_seconds",
-                          "Time from being ready to run (prepared) to first being scheduled.",
-                          {}, latency_bounds())
+                          "Time from being ready to run (prepared) to first being scheduled.", {},
+                          latency_bounds())
                  .labels({})),
       ttft_(r->histogram("dsocr_time_to_first_token_seconds",
-                         "Time from submission to the first generated token.", {},
-                         latency_bounds())
+                         "Time from submission to the first generated token.", {}, latency_bounds())
                 .labels({})),
       itl_(r->histogram("dsocr_inter_token_latency_seconds",
                         "Time between consecutive token deliveries of a stream.", {},
@@ -42,17 +41,17 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
       preparing_(r->gauge("dsocr_requests_preparing",
                           "Requests whose images are being decoded and preprocessed.")
                      .labels({})),
-      kv_usage_(r->gauge("dsocr_kv_cache_usage_ratio", "Fraction of KV-cache blocks in use.")
-                    .labels({})),
+      kv_usage_(
+          r->gauge("dsocr_kv_cache_usage_ratio", "Fraction of KV-cache blocks in use.").labels({})),
       kv_blocks_(r->gauge("dsocr_kv_cache_blocks", "KV-cache blocks in total.").labels({})),
-      ready_(r->gauge("dsocr_engine_ready", "1 when the engine accepts requests, else 0.")
-                 .labels({})),
+      ready_(
+          r->gauge("dsocr_engine_ready", "1 when the engine accepts requests, else 0.").labels({})),
       prompt_tokens_(r->counter("dsocr_prompt_tokens_total",
                                 "Prompt tokens of finished requests (image tokens included).")
                          .labels({})),
-      image_tokens_(r->counter("dsocr_image_tokens_total",
-                               "Image placeholder tokens of finished requests.")
-                        .labels({})),
+      image_tokens_(
+          r->counter("dsocr_image_tokens_total", "Image placeholder tokens of finished requests.")
+              .labels({})),
       generated_tokens_(
           r->counter("dsocr_generation_tokens_total", "Tokens generated.").labels({})),
       cached_tokens_(r->counter("dsocr_cached_prompt_tokens_total",
@@ -61,18 +60,17 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
       prefix_queried_(r->counter("dsocr_prefix_cache_queries_total",
                                  "Prompt tokens looked up in the prefix cache.")
                           .labels({})),
-      prefix_hits_(r->counter("dsocr_prefix_cache_hits_total",
-                              "Prompt tokens found in the prefix cache.")
-                       .labels({})),
+      prefix_hits_(
+          r->counter("dsocr_prefix_cache_hits_total", "Prompt tokens found in the prefix cache.")
+              .labels({})),
       images_encoded_(
           r->counter("dsocr_images_encoded_total", "Images run through the vision encoder.")
               .labels({})),
       image_cache_hits_(r->counter("dsocr_image_cache_hits_total",
                                    "Images whose embeddings came from the image cache.")
                             .labels({})),
-      preemptions_(
-          r->counter("dsocr_preemptions_total", "Requests preempted (recomputed later).")
-              .labels({})),
+      preemptions_(r->counter("dsocr_preemptions_total", "Requests preempted (recomputed later).")
+                       .labels({})),
       loops_(r->counter("dsocr_loops_detected_total",
                         "Requests ended early by the repetition-loop detector.")
                  .labels({})),

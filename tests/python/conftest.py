@@ -3,6 +3,7 @@ import os
 import pathlib
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -22,19 +23,26 @@ def free_port() -> int:
 class ServerProcess:
     """A dsocr-server child process on a free loopback port, stopped with SIGTERM."""
 
-    def __init__(self, *args: str, env: dict | None = None):
-        self.port = free_port()
+    def __init__(self, *args: str, env: dict | None = None, port: int | None = None):
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        # The log goes to a file: a pipe nobody reads fills up and blocks the server.
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="dsocr-server-", suffix=".log")
         self.proc = subprocess.Popen(
             [str(BIN_DIR / "dsocr-server"), "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=self.log, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, **(env or {})})
+
+    def output(self) -> str:
+        self.log.flush()
+        with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited early:\n{self.proc.stdout.read()}")
+                raise AssertionError(f"server exited early:\n{self.output()}")
             try:
                 with urllib.request.urlopen(self.base_url + "/health", timeout=1) as r:
                     if r.status == 200:
@@ -46,8 +54,8 @@ class ServerProcess:
     def stop(self, timeout: float = 30.0) -> tuple[int, str]:
         if self.proc.poll() is None:
             self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out
+        self.proc.wait(timeout=timeout)
+        return self.proc.returncode, self.output()
 
 
 @pytest.fixture
@@ -60,4 +68,4 @@ def demo_server(tmp_path):
     finally:
         if server.proc.poll() is None:
             server.proc.kill()
-            server.proc.communicate()
+            server.proc.wait()

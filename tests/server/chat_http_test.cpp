@@ -179,7 +179,8 @@ TEST_CASE("chat: stop strings across deltas end the completion and are excluded"
   s.reply_with("alpha beta</table> gamma delta");
   s.engine->token_delay = std::chrono::milliseconds(2);
   for (bool stream : {false, true}) {
-    auto res = s.chat(basic_request({{"stream", stream}, {"stop", json::array({"</table>", "zz"})}}));
+    auto res =
+        s.chat(basic_request({{"stream", stream}, {"stop", json::array({"</table>", "zz"})}}));
     REQUIRE(res);
     REQUIRE(res->status == 200);
     std::string text, finish;
@@ -189,7 +190,8 @@ TEST_CASE("chat: stop strings across deltas end the completion and are excluded"
         if (e == "[DONE]") continue;
         json c = json::parse(e);
         if (c["choices"].empty()) continue;
-        if (c["choices"][0]["delta"].contains("content")) text += c["choices"][0]["delta"]["content"];
+        if (c["choices"][0]["delta"].contains("content"))
+          text += c["choices"][0]["delta"]["content"];
         if (!c["choices"][0]["finish_reason"].is_null()) {
           finish = c["choices"][0]["finish_reason"];
           stop_reason = c["choices"][0]["stop_reason"];
@@ -258,12 +260,17 @@ TEST_CASE("chat: client errors name the field and keep the server serving", "[ch
   check_error(s.chat(basic_request({{"stream_options", {{"include_usage", true}}}})), 400,
               "stream_options");
   check_error(s.chat(basic_request({{"messages", json::array()}})), 400, "messages");
-  check_error(s.chat(basic_request({{"messages", json::array({{{"role", "user"},
-                                                                {"content", json::array({{{"type", "image_url"},
-                                                                                          {"image_url", {{"url", "ftp://x/y.png"}}}}})}}})}})),
-              400, "messages[0].content[0].image_url.url", "invalid_image_url");
-  check_error(s.chat(basic_request({{"messages", json::array({{{"role", "robot"}, {"content", "x"}}})}})),
-              400, "messages[0].role");
+  check_error(
+      s.chat(basic_request(
+          {{"messages",
+            json::array(
+                {{{"role", "user"},
+                  {"content", json::array({{{"type", "image_url"},
+                                            {"image_url", {{"url", "ftp://x/y.png"}}}}})}}})}})),
+      400, "messages[0].content[0].image_url.url", "invalid_image_url");
+  check_error(
+      s.chat(basic_request({{"messages", json::array({{{"role", "robot"}, {"content", "x"}}})}})),
+      400, "messages[0].role");
   // Unknown fields are ignored.
   auto ok = s.chat(basic_request({{"frobnicate", true}, {"user", "u1"}}));
   REQUIRE(ok);
@@ -334,9 +341,10 @@ void send_and_hang_up(int port, const std::string& body, size_t read_bytes) {
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  std::string request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                        "Content-Type: application/json\r\nContent-Length: " +
-                        std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::string request =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+      "Content-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
   REQUIRE(send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
   std::string got;
   char buf[512];
@@ -394,11 +402,12 @@ TEST_CASE("chat: metrics and tokenize endpoints", "[chat]") {
   auto m = s.client().Get("/metrics");
   REQUIRE(m);
   for (const char* name :
-       {"dsocr_requests_total{finish_reason=\"stop\"} 1", "dsocr_time_to_first_token_seconds_count 1",
-        "dsocr_e2e_request_latency_seconds_count 1", "dsocr_queue_time_seconds_count 1",
-        "dsocr_vision_encode_seconds_count 1", "dsocr_inter_token_latency_seconds_count",
-        "dsocr_kv_cache_usage_ratio", "dsocr_requests_running", "dsocr_prefix_cache_hits_total",
-        "dsocr_preemptions_total", "dsocr_loops_detected_total", "dsocr_engine_ready 1"}) {
+       {"dsocr_requests_total{finish_reason=\"stop\"} 1",
+        "dsocr_time_to_first_token_seconds_count 1", "dsocr_e2e_request_latency_seconds_count 1",
+        "dsocr_queue_time_seconds_count 1", "dsocr_vision_encode_seconds_count 1",
+        "dsocr_inter_token_latency_seconds_count", "dsocr_kv_cache_usage_ratio",
+        "dsocr_requests_running", "dsocr_prefix_cache_hits_total", "dsocr_preemptions_total",
+        "dsocr_loops_detected_total", "dsocr_engine_ready 1"}) {
     INFO(name);
     CHECK(m->body.find(name) != std::string::npos);
   }

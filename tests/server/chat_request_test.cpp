@@ -133,7 +133,7 @@ TEST_CASE("parse_chat_request: every bad field is named", "[chat]") {
 
 TEST_CASE("data: URIs", "[chat][images]") {
   CHECK(*decode_data_uri("data:image/png;base64,aGVsbG8=", 100) == "hello");
-  CHECK(*decode_data_uri("data:;base64,aGVs\nbG8", 100) == "hello");   // no padding, newline
+  CHECK(*decode_data_uri("data:;base64,aGVs\nbG8", 100) == "hello");          // no padding, newline
   CHECK(*decode_data_uri("DATA:image/jpeg;base64,-_8=", 100) == "\xfb\xff");  // URL-safe
   CHECK(decode_data_uri("data:image/png,hello", 100).status().code() ==
         StatusCode::kInvalidArgument);  // not base64
@@ -149,16 +149,34 @@ TEST_CASE("data: URIs", "[chat][images]") {
 }
 
 TEST_CASE("is_public_address refuses every non-public range", "[chat][images]") {
-  for (const char* a :
-       {"127.0.0.1", "127.255.0.9", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
-        "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "::",
-        "fe80::1", "fc00::1", "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-        "64:ff9b::a9fe:a9fe", "2002:7f00:1::", "ff02::1", "192.0.2.1", "not-an-ip"}) {
+  for (const char* a : {"127.0.0.1",
+                        "127.255.0.9",
+                        "10.1.2.3",
+                        "172.16.0.1",
+                        "172.31.255.255",
+                        "192.168.1.1",
+                        "169.254.169.254",
+                        "100.64.0.1",
+                        "0.0.0.0",
+                        "224.0.0.1",
+                        "255.255.255.255",
+                        "::1",
+                        "::",
+                        "fe80::1",
+                        "fc00::1",
+                        "fd00:ec2::254",
+                        "::ffff:127.0.0.1",
+                        "::ffff:169.254.169.254",
+                        "64:ff9b::a9fe:a9fe",
+                        "2002:7f00:1::",
+                        "ff02::1",
+                        "192.0.2.1",
+                        "not-an-ip"}) {
     INFO(a);
     CHECK_FALSE(is_public_address(a));
   }
-  for (const char* a : {"8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111",
-                        "::ffff:8.8.8.8"}) {
+  for (const char* a :
+       {"8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"}) {
     INFO(a);
     CHECK(is_public_address(a));
   }
@@ -175,8 +193,7 @@ TEST_CASE("ImageFetcher: schemes, SSRF refusal, local files", "[chat][images]") 
         std::string::npos);
   CHECK(strict.fetch("http://localhost:9/a.png").status().message().find("non-public") !=
         std::string::npos);
-  CHECK(strict.fetch("file:///etc/passwd").status().message().find("refused") !=
-        std::string::npos);
+  CHECK(strict.fetch("file:///etc/passwd").status().message().find("refused") != std::string::npos);
 
   namespace fs = std::filesystem;
   fs::path dir = fs::temp_directory_path() / "dsocr_fetch_test";

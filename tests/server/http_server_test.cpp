@@ -78,10 +78,9 @@ TEST_CASE("HTTP: errors have the OpenAI shape and the right status", "[http]") {
   check_error_shape(c.Post("/v1/chat/completions", "[1,2]", "application/json"), 400,
                     "invalid_request_error");
   // No engine yet (still loading): 503 with Retry-After, and /health says so.
-  auto loading =
-      c.Post("/v1/chat/completions",
-             R"({"model":"test-model","messages":[{"role":"user","content":"hi"}]})",
-             "application/json");
+  auto loading = c.Post("/v1/chat/completions",
+                        R"({"model":"test-model","messages":[{"role":"user","content":"hi"}]})",
+                        "application/json");
   check_error_shape(loading, 503, "service_unavailable_error");
   CHECK(loading->get_header_value("Retry-After") == "1");
   // The server keeps serving after every one of them.
