@@ -9,6 +9,7 @@
 #include <exception>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -68,6 +69,8 @@ struct HttpServer::Impl {
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // guarded by mu
   std::string unhealthy_reason;                           // guarded by mu
   std::atomic<bool> draining{false};
+  bool stop_requested = false;       // guarded by mu
+  std::atomic<bool> serving{false};  // serve() is between its start and its return
   ChatHandler chat;
 
   Impl(ServerConfig c, ServedModel m, MetricsRegistry* registry)
@@ -313,10 +316,29 @@ Status HttpServer::bind() {
 
 int HttpServer::port() const { return impl_->bound_port; }
 
-void HttpServer::serve() { impl_->http.listen_after_bind(); }
+void HttpServer::serve() {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->stop_requested) return;
+    impl_->serving = true;
+  }
+  impl_->http.listen_after_bind();
+  impl_->serving = false;
+}
 
 void HttpServer::stop() {
-  if (impl_) impl_->http.stop();
+  if (!impl_) return;
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stop_requested = true;
+    if (!impl_->serving) return;
+  }
+  // serve() is inside listen_after_bind(), or about to enter it: httplib's stop() does nothing
+  // until the listener runs, so repeat it until serve() has returned.
+  while (impl_->serving) {
+    impl_->http.stop();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 void HttpServer::set_engine(std::shared_ptr<engine::Engine> engine,

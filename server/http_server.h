@@ -47,6 +47,7 @@ class HttpServer {
   int port() const;
   // Serves until stop(). Precondition: bind() succeeded.
   void serve();
+  // Makes serve() return (or not start), whenever it is called; blocks until it has returned.
   void stop();
 
   // The model is ready: chat requests go to `engine`, text to and from ids via `tokenizer`.

@@ -297,6 +297,8 @@ StatusOr<std::string> ImageFetcher::fetch_http(std::string_view first_url) const
     CURL* c = curl.get();
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
     curl_easy_setopt(c, CURLOPT_RESOLVE, resolve.get());
+    // A proxy from the environment would connect elsewhere than the address just checked.
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
