@@ -495,13 +495,14 @@ at::Tensor EngineImpl::run_model(const StepPlan& plan) {
 }
 
 void EngineImpl::finish(Sequence* seq) {
+  // The final event is built first and sent last, so that a client holding it reads engine
+  // totals (stats()) that already count its request.
   auto it = live_.find(seq->id);
-  int64_t image_tokens = 0;
+  std::shared_ptr<StreamImpl> stream;
+  StreamEvent e;
   if (it != live_.end()) {
-    image_tokens = it->second.image_tokens;
     LiveRequest& live = it->second;
     const auto now = Clock::now();
-    StreamEvent e;
     e.finished = true;
     e.finish_reason = seq->finish_reason;
     e.usage.prompt_tokens = seq->prompt_len;
@@ -514,13 +515,13 @@ void EngineImpl::finish(Sequence* seq) {
     e.timings.total_ms = ms_between(live.submitted, now);
     e.timings.encode_ms = live.encode_ms;
     e.prompt_ids.assign(seq->tokens.begin(), seq->tokens.begin() + seq->prompt_len);
-    live.stream->push(std::move(e));
+    stream = std::move(live.stream);
     live_.erase(it);
   }
   {
     std::lock_guard lock(mu_);
     counters_.prompt_tokens += static_cast<uint64_t>(seq->prompt_len);
-    counters_.image_tokens += static_cast<uint64_t>(image_tokens);
+    counters_.image_tokens += static_cast<uint64_t>(e.usage.image_tokens);
     counters_.cached_tokens += static_cast<uint64_t>(seq->num_cached_tokens);
     counters_.generated_tokens += static_cast<uint64_t>(seq->output_len());
     if (seq->finish_reason == FinishReason::kCancelled)
@@ -530,6 +531,7 @@ void EngineImpl::finish(Sequence* seq) {
     if (seq->finish_reason == FinishReason::kLoop) ++counters_.loops_detected;
   }
   scheduler_->release(seq->id);
+  if (stream) stream->push(std::move(e));
 }
 
 void EngineImpl::step() {

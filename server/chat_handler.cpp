@@ -23,6 +23,11 @@ using std::chrono::milliseconds;
 constexpr std::string_view kDone = "data: [DONE]\n\n";
 constexpr std::string_view kKeepAlive = ": keep-alive\n\n";
 
+const std::string& system_fingerprint() {
+  static const std::string fingerprint = std::string("dsocr-") + version();
+  return fingerprint;
+}
+
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -68,19 +73,20 @@ void send_api_error(httplib::Response& res, const ApiError& error) {
 struct ChatHandler::Call {
   ChatHandler* handler = nullptr;
   std::string request_id;
+  std::string id;  // chatcmpl-<request id>
   ChatRequest request;
-  std::shared_ptr<engine::Engine> engine;
+  std::shared_ptr<engine::Engine> engine;  // kept alive while its stream is
   std::shared_ptr<engine::RequestStream> stream;
   std::optional<CompletionText> text;
   std::optional<ConnectionProbe> probe;
   Clock::time_point arrived = Clock::now();
-  Clock::time_point last_token;
+  Clock::time_point last_token, last_probe;
   int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
-  std::string id;  // chatcmpl-...
   int64_t completion_tokens = 0;
   bool finished = false;
+  bool client_left = false;
   bool logged = false;
   std::string pending;  // text produced before the stream started
   engine::StreamEvent final_event;
@@ -109,11 +115,10 @@ struct ChatHandler::Call {
       if (Clock::now() >= deadline) return std::nullopt;
     }
   }
-  Clock::time_point last_probe;
-  bool client_left = false;
 
-  // New tokens -> text; a stop string ends the request here.
-  std::string consume(const engine::StreamEvent& e) {
+  // An engine event -> the new text; a stop string cancels the request here, a final event
+  // ends the call.
+  std::string take(engine::StreamEvent e) {
     if (!e.token_ids.empty()) {
       const auto now = Clock::now();
       if (completion_tokens > 0) {
@@ -122,11 +127,28 @@ struct ChatHandler::Call {
       }
       last_token = now;
     }
-    if (text->stopped_by_string()) return {};
-    completion_tokens += static_cast<int64_t>(e.token_ids.size());
-    std::string delta = text->push(e.token_ids);
-    if (text->stopped_by_string()) stream->cancel();
+    std::string delta;
+    if (!text->stopped_by_string()) {
+      completion_tokens += static_cast<int64_t>(e.token_ids.size());
+      delta = text->push(e.token_ids);
+      if (text->stopped_by_string()) stream->cancel();
+    }
+    if (e.finished) {
+      finished = true;
+      final_event = std::move(e);
+    }
     return delta;
+  }
+
+  // How a finished call failed: an engine error, or a cancellation nobody here asked for (the
+  // engine draining at shutdown). A stop string's own cancellation is a normal end.
+  std::optional<ApiError> failure() const {
+    const engine::FinishReason reason = final_event.finish_reason;
+    if (reason == engine::FinishReason::kError) return from_status(final_event.error);
+    if (reason == engine::FinishReason::kCancelled && !text->stopped_by_string()) {
+      return from_status(unavailable("the server is shutting down; retry"));
+    }
+    return std::nullopt;
   }
 
   std::string_view finish_reason() const {
@@ -139,14 +161,39 @@ struct ChatHandler::Call {
     return nullptr;
   }
 
+  // The metrics label and log word for how a successful call ended.
+  std::string_view outcome() const {
+    return text->stopped_by_string() ? "stop"
+                                     : engine::finish_reason_name(final_event.finish_reason);
+  }
+
+  // The fields every stream chunk shares.
+  json chunk(json choices) const {
+    json j = {{"id", id},
+              {"object", "chat.completion.chunk"},
+              {"created", created},
+              {"model", handler->options_.model_id},
+              {"system_fingerprint", system_fingerprint()},
+              {"choices", std::move(choices)}};
+    if (request.include_usage) j["usage"] = nullptr;
+    return j;
+  }
+
+  json choice_chunk(json delta, json finish_reason) const {
+    return chunk(json::array({{{"index", 0},
+                               {"delta", std::move(delta)},
+                               {"logprobs", nullptr},
+                               {"finish_reason", std::move(finish_reason)}}}));
+  }
+
   // The request's summary: one log line and its metrics.
-  void record(std::string_view outcome, int status) {
+  void record(std::string_view result, int status) {
     if (logged) return;
     logged = true;
     log::ScopedRequestId scoped(request_id);
     const auto& u = final_event.usage;
     const auto& t = final_event.timings;
-    handler->metrics_->observe_request({.finish_reason = outcome,
+    handler->metrics_->observe_request({.finish_reason = result,
                                         .queue_s = t.queue_ms / 1000,
                                         .ttft_s = t.ttft_ms / 1000,
                                         .e2e_s = t.total_ms / 1000,
@@ -158,7 +205,7 @@ struct ChatHandler::Call {
         "ttft {:.0f} ms, {:.0f} ms total, finish {}",
         status, request.stream ? "stream" : "json", request.images.size(), u.prompt_tokens,
         u.image_tokens, u.cached_tokens, completion_tokens, t.ttft_ms,
-        seconds_since(arrived) * 1000, outcome);
+        seconds_since(arrived) * 1000, result);
   }
 };
 
@@ -181,83 +228,53 @@ void ChatHandler::handle(const httplib::Request& req, httplib::Response& res) {
         "text/event-stream",
         [call](size_t, httplib::DataSink& sink) {
           Call& c = *call;
-          const ChatHandler& h = *c.handler;
           log::ScopedRequestId scoped(c.request_id);
-          auto chunk = [&](json delta, json finish_reason) {
-            json j = {{"id", c.id},
-                      {"object", "chat.completion.chunk"},
-                      {"created", c.created},
-                      {"model", h.options_.model_id},
-                      {"system_fingerprint", std::string("dsocr-") + version()},
-                      {"choices", json::array({{{"index", 0},
-                                                {"delta", std::move(delta)},
-                                                {"logprobs", nullptr},
-                                                {"finish_reason", std::move(finish_reason)}}})}};
-            if (c.request.include_usage) j["usage"] = nullptr;
-            return j;
-          };
           auto send = [&](const json& j) {
             std::string line =
                 "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
             return sink.write(line.data(), line.size());
           };
-          if (!send(chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) return false;
+          auto done = [&](std::string_view result) {
+            if (!sink.write(kDone.data(), kDone.size())) return false;
+            c.record(result, 200);
+            sink.done();
+            return true;
+          };
+          if (!send(c.choice_chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) {
+            return false;
+          }
           std::string delta = std::move(c.pending);
-          for (;;) {
-            if (c.finished) {
-              if (c.final_event.finish_reason == engine::FinishReason::kError ||
-                  (c.final_event.finish_reason == engine::FinishReason::kCancelled &&
-                   !c.text->stopped_by_string())) {
-                Status why = c.final_event.error.ok()
-                                 ? unavailable("the server is shutting down; retry")
-                                 : c.final_event.error;
-                send({{"error", error_json(from_status(why))}});
-                sink.write(kDone.data(), kDone.size());
-                c.record(c.final_event.finish_reason == engine::FinishReason::kError ? "error"
-                                                                                     : "cancelled",
-                         200);
-                sink.done();
-                return true;
-              }
-              delta += c.text->finish();
+          while (!c.finished) {
+            if (!delta.empty() && !send(c.choice_chunk({{"content", delta}}, nullptr))) {
+              return false;
             }
-            if (!delta.empty() && !send(chunk({{"content", delta}}, nullptr))) return false;
             delta.clear();
-            if (c.finished) break;
-            auto e = c.next_event(h.options_.keepalive_interval_ms);
+            auto e = c.next_event(c.handler->options_.keepalive_interval_ms);
             if (c.client_left) return false;
             if (!e) {
               if (!sink.write(kKeepAlive.data(), kKeepAlive.size())) return false;
               continue;
             }
-            delta = c.consume(*e);
-            if (e->finished) {
-              c.finished = true;
-              c.final_event = std::move(*e);
-            }
+            delta = c.take(std::move(*e));
           }
-          json last = chunk(json::object(), c.finish_reason());
+          if (auto failed = c.failure()) {
+            send({{"error", error_json(*failed)}});
+            return done(c.final_event.finish_reason == engine::FinishReason::kError ? "error"
+                                                                                    : "cancelled");
+          }
+          delta += c.text->finish();
+          if (!delta.empty() && !send(c.choice_chunk({{"content", delta}}, nullptr))) return false;
+          json last = c.choice_chunk(json::object(), c.finish_reason());
           if (json reason = c.stop_reason(); !reason.is_null()) {
             last["choices"][0]["stop_reason"] = reason;
           }
           if (!send(last)) return false;
           if (c.request.include_usage) {
-            json usage = {{"id", c.id},
-                          {"object", "chat.completion.chunk"},
-                          {"created", c.created},
-                          {"model", h.options_.model_id},
-                          {"system_fingerprint", std::string("dsocr-") + version()},
-                          {"choices", json::array()},
-                          {"usage", usage_json(c.final_event.usage, c.completion_tokens)}};
+            json usage = c.chunk(json::array());
+            usage["usage"] = usage_json(c.final_event.usage, c.completion_tokens);
             if (!send(usage)) return false;
           }
-          if (!sink.write(kDone.data(), kDone.size())) return false;
-          c.record(c.text->stopped_by_string()
-                       ? "stop"
-                       : engine::finish_reason_name(c.final_event.finish_reason),
-                   200);
-          sink.done();
-          return true;
+          return done(c.outcome());
         },
         [call](bool) {
           // Runs when the response is destroyed, streamed or not: a stream that never finished
@@ -337,17 +354,12 @@ void ChatHandler::run(Call& call, const httplib::Request& req, httplib::Response
       return call.record("cancelled", 499);
     }
   }
-  if (first->finished) {
-    call.finished = true;
-    call.final_event = std::move(*first);
-    if (call.final_event.finish_reason == engine::FinishReason::kError) {
-      ApiError e = from_status(call.final_event.error);
-      if (e.param.empty() && e.status.message().starts_with("image ")) e.param = "messages";
-      return fail(e);
-    }
-    call.pending = call.consume(call.final_event);
-  } else if (!first->accepted) {
-    call.pending = call.consume(*first);  // an engine that skips "accepted" is still served
+  // Usually the bare "accepted" event; an engine that sends tokens right away is served too.
+  call.pending = call.take(std::move(*first));
+  if (call.finished && call.final_event.finish_reason == engine::FinishReason::kError) {
+    ApiError e = from_status(call.final_event.error);
+    if (e.param.empty() && e.status.message().starts_with("image ")) e.param = "messages";
+    return fail(e);
   }
   res.status = 200;
   if (r.stream) return;  // handle() installs the stream
@@ -360,37 +372,24 @@ void ChatHandler::run(Call& call, const httplib::Request& req, httplib::Response
       res.status = 499;
       return call.record("cancelled", 499);
     }
-    if (!e) continue;
-    content += call.consume(*e);
-    if (e->finished) {
-      call.finished = true;
-      call.final_event = std::move(*e);
-    }
+    if (e) content += call.take(std::move(*e));
   }
-  const engine::FinishReason reason = call.final_event.finish_reason;
-  if (reason == engine::FinishReason::kError ||
-      (reason == engine::FinishReason::kCancelled && !call.text->stopped_by_string())) {
-    return fail(from_status(call.final_event.error.ok()
-                                ? unavailable("the server is shutting down; retry")
-                                : call.final_event.error));
-  }
+  if (auto failed = call.failure()) return fail(*failed);
   content += call.text->finish();
   json choice = {{"index", 0},
                  {"message", {{"role", "assistant"}, {"content", content}, {"refusal", nullptr}}},
                  {"logprobs", nullptr},
                  {"finish_reason", call.finish_reason()}};
-  if (json reason_detail = call.stop_reason(); !reason_detail.is_null()) {
-    choice["stop_reason"] = reason_detail;
-  }
+  if (json reason = call.stop_reason(); !reason.is_null()) choice["stop_reason"] = reason;
   json answer = {{"id", call.id},
                  {"object", "chat.completion"},
                  {"created", call.created},
                  {"model", options_.model_id},
-                 {"system_fingerprint", std::string("dsocr-") + version()},
+                 {"system_fingerprint", system_fingerprint()},
                  {"choices", json::array({choice})},
                  {"usage", usage_json(call.final_event.usage, call.completion_tokens)}};
   res.set_content(answer.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
-  call.record(call.text->stopped_by_string() ? "stop" : engine::finish_reason_name(reason), 200);
+  call.record(call.outcome(), 200);
 }
 
 }  // namespace dsocr::server

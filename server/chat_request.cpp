@@ -56,6 +56,14 @@ ApiError read_int(const json& body, const char* name, int64_t lo, int64_t hi,
   return {};
 }
 
+// The same, for a field with a default already in *out.
+ApiError read_int(const json& body, const char* name, int64_t lo, int64_t hi, int64_t* out) {
+  std::optional<int64_t> v;
+  ApiError e = read_int(body, name, lo, hi, &v);
+  if (v) *out = *v;
+  return e;
+}
+
 ApiError read_token_ids(const json& body, const char* name, std::vector<int32_t>* out) {
   auto it = body.find(name);
   if (it == body.end() || it->is_null()) return {};
@@ -175,7 +183,6 @@ ApiError read_stop(const json& body, const ChatLimits& limits, ChatRequest* out)
 
 ApiError read_sampling(const json& body, engine::SamplingParams* s) {
   constexpr int64_t kIntMax = std::numeric_limits<int64_t>::max();
-  std::optional<int64_t> i;
   ApiError e;
   if (!(e = read_number(body, "temperature", 0, 2, &s->temperature)).ok()) return e;
   if (!(e = read_number(body, "top_p", 0, 1, &s->top_p)).ok()) return e;
@@ -185,35 +192,20 @@ ApiError read_sampling(const json& body, engine::SamplingParams* s) {
   if (!(e = read_number(body, "frequency_penalty", -2, 2, &s->frequency_penalty)).ok()) return e;
   if (!(e = read_number(body, "repetition_penalty", 0, 100, &s->repetition_penalty)).ok()) return e;
   if (s->repetition_penalty <= 0) return field_error("repetition_penalty", "must be positive");
-  if (!(e = read_int(body, "top_k", -1, kIntMax, &i)).ok()) return e;
-  if (i) s->top_k = *i < 0 ? 0 : *i;  // -1 is vLLM's "off"
-  i.reset();
-  if (!(e = read_int(body, "seed", std::numeric_limits<int64_t>::min(), kIntMax, &i)).ok())
+  if (!(e = read_int(body, "top_k", -1, kIntMax, &s->top_k)).ok()) return e;
+  if (s->top_k < 0) s->top_k = 0;  // -1 is vLLM's "off"
+  std::optional<int64_t> seed;
+  if (!(e = read_int(body, "seed", std::numeric_limits<int64_t>::min(), kIntMax, &seed)).ok())
     return e;
-  if (i) s->seed = static_cast<uint64_t>(*i);
+  if (seed) s->seed = static_cast<uint64_t>(*seed);
   // max_completion_tokens replaces the deprecated max_tokens; when both are sent it wins.
-  std::optional<int64_t> max_tokens, max_completion_tokens;
-  if (!(e = read_int(body, "max_tokens", 1, kIntMax, &max_tokens)).ok()) return e;
-  if (!(e = read_int(body, "max_completion_tokens", 1, kIntMax, &max_completion_tokens)).ok())
-    return e;
-  if (max_completion_tokens) {
-    s->max_tokens = *max_completion_tokens;
-  } else if (max_tokens) {
-    s->max_tokens = *max_tokens;
-  }
-  i.reset();
-  if (!(e = read_int(body, "ngram_size", 0, 1 << 16, &i)).ok()) return e;
-  if (i) s->ngram_size = *i;
-  i.reset();
-  if (!(e = read_int(body, "ngram_window", 0, 1 << 20, &i)).ok()) return e;
-  if (i) s->ngram_window = *i;
+  if (!(e = read_int(body, "max_tokens", 1, kIntMax, &s->max_tokens)).ok()) return e;
+  if (!(e = read_int(body, "max_completion_tokens", 1, kIntMax, &s->max_tokens)).ok()) return e;
+  if (!(e = read_int(body, "ngram_size", 0, 1 << 16, &s->ngram_size)).ok()) return e;
+  if (!(e = read_int(body, "ngram_window", 0, 1 << 20, &s->ngram_window)).ok()) return e;
   if (!(e = read_token_ids(body, "ngram_whitelist", &s->ngram_whitelist)).ok()) return e;
-  i.reset();
-  if (!(e = read_int(body, "loop_min_span", 0, 1 << 16, &i)).ok()) return e;
-  if (i) s->loop_min_span = *i;
-  i.reset();
-  if (!(e = read_int(body, "loop_max_period", 1, 1 << 16, &i)).ok()) return e;
-  if (i) s->loop_max_period = *i;
+  if (!(e = read_int(body, "loop_min_span", 0, 1 << 16, &s->loop_min_span)).ok()) return e;
+  if (!(e = read_int(body, "loop_max_period", 1, 1 << 16, &s->loop_max_period)).ok()) return e;
   if (!(e = read_token_ids(body, "stop_token_ids", &s->stop_token_ids)).ok()) return e;
   return {};
 }

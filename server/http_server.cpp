@@ -67,7 +67,6 @@ struct HttpServer::Impl {
   mutable std::mutex mu;
   std::shared_ptr<engine::Engine> engine;                 // guarded by mu
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // guarded by mu
-  std::string unhealthy_reason;                           // guarded by mu
   std::atomic<bool> draining{false};
   bool stop_requested = false;       // guarded by mu
   std::atomic<bool> serving{false};  // serve() is between its start and its return
@@ -116,7 +115,6 @@ struct HttpServer::Impl {
   // "ok", "loading", "draining" or "unhealthy" (with a reason).
   std::pair<std::string, std::string> health() const {
     std::lock_guard lock(mu);
-    if (!unhealthy_reason.empty()) return {"unhealthy", unhealthy_reason};
     if (draining) return {"draining", ""};
     if (!engine) return {"loading", ""};
     switch (engine->state()) {
@@ -346,11 +344,6 @@ void HttpServer::set_engine(std::shared_ptr<engine::Engine> engine,
   std::lock_guard lock(impl_->mu);
   impl_->engine = std::move(engine);
   impl_->tokenizer = std::move(tokenizer);
-}
-
-void HttpServer::set_unhealthy(std::string reason) {
-  std::lock_guard lock(impl_->mu);
-  impl_->unhealthy_reason = std::move(reason);
 }
 
 void HttpServer::begin_drain() { impl_->draining = true; }

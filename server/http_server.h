@@ -53,8 +53,6 @@ class HttpServer {
   // The model is ready: chat requests go to `engine`, text to and from ids via `tokenizer`.
   void set_engine(std::shared_ptr<engine::Engine> engine,
                   std::shared_ptr<const tokenizer::Tokenizer> tokenizer);
-  // Loading failed: /health reports it (503) until the process exits.
-  void set_unhealthy(std::string reason);
   // Stop taking chat requests (503); in-flight ones continue.
   void begin_drain();
   // Chat requests still being answered (streams included).

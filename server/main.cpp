@@ -1,6 +1,5 @@
 // dsocr-server: parse flags, resolve the model, start the HTTP server, stop cleanly on SIGINT or
 // SIGTERM (exit 0).
-#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -142,7 +141,6 @@ int run(int argc, char** argv) {
     auto created = engine::Engine::create(options);
     if (!created.ok()) {
       logger->error("cannot start the engine: {}", created.status().message());
-      http.set_unhealthy(created.status().message());
       http.stop();
       http_thread.join();
       return 1;

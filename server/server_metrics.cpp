@@ -1,5 +1,7 @@
 #include "server/server_metrics.h"
 
+#include <utility>
+
 namespace dsocr::server {
 namespace {
 
@@ -91,11 +93,6 @@ void ServerMetrics::observe_request(const RequestRecord& record) {
 
 void ServerMetrics::observe_inter_token_latency(double seconds) { itl_.observe(seconds); }
 
-void ServerMetrics::advance(Counter& counter, double now, double* last) {
-  if (now > *last) counter.inc(now - *last);
-  *last = std::max(*last, now);
-}
-
 void ServerMetrics::refresh(const engine::EngineStats* stats) {
   if (!stats) {
     ready_.set(0);
@@ -107,25 +104,28 @@ void ServerMetrics::refresh(const engine::EngineStats* stats) {
   preparing_.set(static_cast<double>(stats->queued_for_preparation));
   kv_usage_.set(stats->scheduler.kv_usage);
   kv_blocks_.set(static_cast<double>(stats->kv_blocks));
+  const std::array<std::pair<Counter*, double>, kEngineTotals> totals = {{
+      {&prompt_tokens_, static_cast<double>(stats->prompt_tokens)},
+      {&image_tokens_, static_cast<double>(stats->image_tokens)},
+      {&generated_tokens_, static_cast<double>(stats->generated_tokens)},
+      {&cached_tokens_, static_cast<double>(stats->cached_tokens)},
+      {&prefix_queried_, static_cast<double>(stats->scheduler.prefix.queried_tokens)},
+      {&prefix_hits_, static_cast<double>(stats->scheduler.prefix.hit_tokens)},
+      {&images_encoded_, static_cast<double>(stats->images_encoded)},
+      {&image_cache_hits_, static_cast<double>(stats->image_cache_hits)},
+      {&preemptions_, static_cast<double>(stats->scheduler.preemptions)},
+      {&loops_, static_cast<double>(stats->loops_detected)},
+      {&steps_, static_cast<double>(stats->steps)},
+      {&vision_seconds_, stats->vision_encode_seconds},
+  }};
   std::lock_guard lock(mu_);
-  auto step = [&](Counter& c, auto now, auto& last) {
-    double l = static_cast<double>(last);
-    advance(c, static_cast<double>(now), &l);
-    last = static_cast<std::remove_reference_t<decltype(last)>>(l);
-  };
-  step(prompt_tokens_, stats->prompt_tokens, last_.prompt_tokens);
-  step(image_tokens_, stats->image_tokens, last_.image_tokens);
-  step(generated_tokens_, stats->generated_tokens, last_.generated_tokens);
-  step(cached_tokens_, stats->cached_tokens, last_.cached_tokens);
-  step(prefix_queried_, stats->scheduler.prefix.queried_tokens,
-       last_.scheduler.prefix.queried_tokens);
-  step(prefix_hits_, stats->scheduler.prefix.hit_tokens, last_.scheduler.prefix.hit_tokens);
-  step(images_encoded_, stats->images_encoded, last_.images_encoded);
-  step(image_cache_hits_, stats->image_cache_hits, last_.image_cache_hits);
-  step(preemptions_, stats->scheduler.preemptions, last_.scheduler.preemptions);
-  step(loops_, stats->loops_detected, last_.loops_detected);
-  step(steps_, stats->steps, last_.steps);
-  step(vision_seconds_, stats->vision_encode_seconds, last_.vision_encode_seconds);
+  for (size_t i = 0; i < totals.size(); ++i) {
+    const auto [counter, now] = totals[i];
+    if (now > last_totals_[i]) {
+      counter->inc(now - last_totals_[i]);
+      last_totals_[i] = now;
+    }
+  }
 }
 
 }  // namespace dsocr::server

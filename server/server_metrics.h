@@ -9,6 +9,7 @@
 // Thread-safety: every method may be called concurrently.
 #pragma once
 
+#include <array>
 #include <mutex>
 #include <string_view>
 
@@ -34,8 +35,6 @@ class ServerMetrics {
   void refresh(const engine::EngineStats* stats);
 
  private:
-  void advance(Counter& counter, double now, double* last);
-
   MetricFamily<Counter>& requests_;
   Histogram &queue_, &ttft_, &itl_, &e2e_, &prepare_, &encode_;
   Gauge &running_, &waiting_, &preparing_, &kv_usage_, &kv_blocks_, &ready_;
@@ -43,8 +42,10 @@ class ServerMetrics {
   Counter &prefix_queried_, &prefix_hits_, &images_encoded_, &image_cache_hits_;
   Counter &preemptions_, &loops_, &steps_, &vision_seconds_;
 
+  static constexpr size_t kEngineTotals = 12;
   std::mutex mu_;
-  engine::EngineStats last_;  // guarded by mu_
+  std::array<double, kEngineTotals>
+      last_totals_{};  // the totals at the last refresh; guarded by mu_
 };
 
 }  // namespace dsocr::server

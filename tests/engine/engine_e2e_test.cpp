@@ -72,6 +72,8 @@ struct Result {
   std::vector<int32_t> ids;
   std::vector<std::vector<float>> logits;
   StreamEvent final;
+  size_t events = 0;
+  bool first_accepted = false;  // the first event was the bare "accepted" one
 };
 
 std::unique_ptr<Engine> make_engine(bool batched) {
@@ -91,6 +93,7 @@ std::unique_ptr<Engine> make_engine(bool batched) {
 
 // Adds one event to `r`; true when it was the final one.
 bool absorb(Result& r, StreamEvent e) {
+  if (r.events++ == 0) r.first_accepted = e.accepted && e.token_ids.empty() && !e.finished;
   r.ids.insert(r.ids.end(), e.token_ids.begin(), e.token_ids.end());
   if (!e.logits.empty()) r.logits.push_back(e.logits);
   if (!e.finished) return false;
@@ -165,6 +168,28 @@ TEST_CASE("16 requests batched together produce their solo outputs", "[engine][e
   CHECK(stats.scheduler.prefix.hit_tokens > 0);  // identical image prompts shared blocks
   CHECK(stats.image_cache_hits + stats.images_encoded >= 12);
   CHECK(stats.scheduler.kv_usage == 0.0);
+}
+
+TEST_CASE("requests are accepted first and report usage and encode time", "[engine][e2e]") {
+  auto requests = make_requests(8);
+  auto engine = make_engine(true);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& r : requests) streams.push_back(*engine->submit(r));
+  int64_t image_tokens = 0;
+  int with_encode_time = 0;
+  for (size_t i = 0; i < streams.size(); ++i) {
+    INFO("request " << i);
+    Result r = drain(*streams[i]);
+    REQUIRE(r.final.error.ok());
+    CHECK(r.first_accepted);
+    image_tokens += r.final.usage.image_tokens;
+    if (r.final.timings.encode_ms > 0) ++with_encode_time;
+    if (requests[i].images.empty()) CHECK(r.final.timings.encode_ms == 0);
+  }
+  CHECK(with_encode_time > 0);
+  EngineStats stats = engine->stats();
+  CHECK(stats.image_tokens == static_cast<uint64_t>(image_tokens));
+  CHECK(stats.vision_encode_seconds > 0);
 }
 
 TEST_CASE("32 concurrent requests, 8 cancelled midway: the rest match solo, no KV leaks",

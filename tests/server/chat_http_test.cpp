@@ -13,6 +13,7 @@
 
 #include "server/completion_text.h"
 #include "server/http_server.h"
+#include "server/server_metrics.h"
 #include "tests/server/fake_engine.h"
 #include "tokenizer/ocr_prompt.h"
 #include "tokenizer/utf8.h"
@@ -422,6 +423,36 @@ TEST_CASE("chat: metrics and tokenize endpoints", "[chat]") {
   CHECK(json::parse(detok->body)["prompt"] == "Free OCR.");
   check_error(c.Post("/detokenize", R"({"tokens":[-1]})", "application/json"), 400, "tokens");
   check_error(c.Post("/tokenize", R"({"prompt":5})", "application/json"), 400, "prompt");
+}
+
+TEST_CASE("ServerMetrics turns engine totals into counters that never go backwards", "[chat]") {
+  MetricsRegistry registry;
+  ServerMetrics metrics(&registry);
+  auto value = [&](const std::string& line_start) {
+    const std::string text = registry.render();
+    const size_t at = text.find("\n" + line_start + " ");
+    REQUIRE(at != std::string::npos);
+    return std::stod(text.substr(at + line_start.size() + 2));
+  };
+  engine::EngineStats stats;
+  stats.state = engine::EngineState::kReady;
+  stats.generated_tokens = 10;
+  stats.scheduler.prefix.hit_tokens = 4;
+  stats.vision_encode_seconds = 0.5;
+  stats.scheduler.running = 3;
+  metrics.refresh(&stats);
+  stats.generated_tokens = 25;
+  metrics.refresh(&stats);
+  CHECK(value("dsocr_generation_tokens_total") == 25);
+  CHECK(value("dsocr_prefix_cache_hits_total") == 4);
+  CHECK(value("dsocr_vision_encode_seconds_total") == 0.5);
+  CHECK(value("dsocr_requests_running") == 3);
+  CHECK(value("dsocr_engine_ready") == 1);
+  stats.generated_tokens = 5;  // a snapshot behind an earlier one must not subtract
+  metrics.refresh(&stats);
+  CHECK(value("dsocr_generation_tokens_total") == 25);
+  metrics.refresh(nullptr);
+  CHECK(value("dsocr_engine_ready") == 0);
 }
 
 }  // namespace
