@@ -10,11 +10,13 @@
 #include <opencv2/core.hpp>
 #include <string>
 
+#include "common/memory.h"
 #include "vision/image_decoder.h"
 #include "vision/pixel_values.h"
 #include "vision/preprocess.h"
 #include "vision/vision_model.h"
 #include "vision/vision_tools.h"
+#include "weights/cpu_allocator.h"
 #include "weights/model_config.h"
 
 using namespace dsocr;
@@ -26,6 +28,11 @@ int main(int argc, char** argv) {
         << "usage: vision_bench preprocess IMAGE [--iters N] | encode MODEL IMAGE [--iters N]\n";
     return 2;
   }
+  // The server's process-wide memory settings after it has loaded the model (engine.cpp), so
+  // buffers cost what they cost there.
+  use_mmap_for_large_allocations();
+  weights::install_caching_cpu_allocator();
+  reuse_heap_for_large_allocations();
   const std::string mode = argv[1];
   int iters = 20;
   for (int i = 2; i + 1 < argc; ++i)

@@ -12,4 +12,9 @@ void use_mmap_for_large_allocations() {
   (void)done;
 }
 
+void reuse_heap_for_large_allocations() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest heap allocation on 64-bit
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);   // free heap memory is kept for reuse, up to 1 GiB
+}
+
 }  // namespace dsocr

@@ -26,6 +26,7 @@
 #include "vision/pixel_values.h"
 #include "vision/vision_model.h"
 #include "vision/vision_workers.h"
+#include "weights/cpu_allocator.h"
 #include "weights/loader.h"
 #include "weights/model_config.h"
 #include "weights/safetensors.h"
@@ -245,6 +246,7 @@ Status EngineImpl::init() {
   wo.threads = options_.vision_threads;
   wo.queue_capacity = options_.max_queued_requests;
   workers_ = std::make_unique<vision::VisionWorkers>(wo);
+  reuse_heap_for_large_allocations();  // loading is over: common/memory.h
   state_ = EngineState::kReady;
   thread_ = std::thread([this] { loop(); });
   return Status();
@@ -688,12 +690,18 @@ void EngineImpl::stop() {
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
   state_ = EngineState::kStopped;
+  if (!device_.is_cuda()) {
+    const weights::CpuAllocatorStats a = weights::cpu_allocator_stats();
+    logger_->info("CPU tensor memory: {} large allocations reused, {} mapped anew, {:.2f} GiB held",
+                  a.hits, a.misses, a.mapped_bytes / double(1ll << 30));
+  }
 }
 
 }  // namespace
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   use_mmap_for_large_allocations();
+  weights::install_caching_cpu_allocator();
   auto engine = std::make_unique<EngineImpl>(options);
   DSOCR_RETURN_IF_ERROR(engine->init());
   return std::unique_ptr<Engine>(std::move(engine));

@@ -178,11 +178,20 @@ at::Tensor LanguageModelImpl::forward(const ForwardBatch& batch, KvCache& cache)
                                          x.scalar_type());
   cos = cos.unsqueeze(1);
   sin = sin.unsqueeze(1);
-  const AttentionPlan attention = AttentionPlan::build(batch, cache.block_size, x.device());
+  const AttentionPlan attention =
+      AttentionPlan::build(batch, cache.block_size, x.device(), config_.head_dim());
   for (size_t i = 0; i < layers_.size(); ++i)
     x = layers_[i]->forward(x, cos, sin, cache.keys[i], cache.values[i], batch, attention);
   at::Tensor rows = x.index_select(0, batch.logits_rows);
   rows = vision::rms_norm(rows, norm_, config_.rms_norm_eps);
+  return logits(rows);
+}
+
+at::Tensor LanguageModelImpl::logits(const at::Tensor& rows) {
+  const at::Tensor& w = lm_head_->weight;
+  // On the CPU, MKL's sgemm for x·Wᵀ repacks the whole 129,280-row W on every call; W·xᵀ
+  // streams it (measured on the `small` lm_head at 16 rows: 48 ms instead of 77 ms).
+  if (rows.is_cpu() && w.scalar_type() == at::kFloat) return at::mm(w, rows.t()).t();
   return lm_head_->forward(rows).to(at::kFloat);
 }
 

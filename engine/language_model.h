@@ -80,6 +80,9 @@ class LanguageModelImpl : public torch::nn::Module {
   // Logits [S, vocab] in float32 for batch.logits_rows.
   at::Tensor forward(const ForwardBatch& batch, KvCache& cache);
 
+  // lm_head over final-normed rows [S, hidden] -> float32 [S, vocab] (possibly a transposed view).
+  at::Tensor logits(const at::Tensor& rows);
+
   const weights::LanguageConfig& config() const { return config_; }
   at::ScalarType dtype() const { return norm_.scalar_type(); }
   at::Device device() const { return norm_.device(); }

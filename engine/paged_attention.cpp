@@ -14,8 +14,8 @@ std::vector<int64_t> context_slots(const SequenceSlice& seq, int64_t block_size)
   return slots;
 }
 
-AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size,
-                                   at::Device device) {
+AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size, at::Device device,
+                                   int64_t head_dim, bool reference) {
   AttentionPlan plan;
   const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
   std::vector<const SequenceSlice*> decodes;
@@ -36,6 +36,14 @@ AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size
     plan.prefills.push_back(std::move(p));
   }
   if (decodes.empty()) return plan;
+  if (device.is_cpu() && !reference && cpu::attention_supported(head_dim)) {
+    for (const SequenceSlice* seq : decodes) {
+      DSOCR_CHECK_GE(static_cast<int64_t>(seq->block_table.size()) * block_size, seq->context_len);
+      plan.cpu_decodes.push_back({seq->q_start, seq->context_len, seq->block_table.data()});
+    }
+    plan.num_decodes = static_cast<int64_t>(decodes.size());
+    return plan;
+  }
   const int64_t b = static_cast<int64_t>(decodes.size());
   int64_t max_len = 0;
   for (const SequenceSlice* seq : decodes) max_len = std::max(max_len, seq->context_len);
@@ -84,7 +92,26 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
     out.slice(0, p.q_start, p.q_start + p.q_len).copy_(o.squeeze(0).transpose(0, 1));
   }
 
-  if (plan.num_decodes > 0) {
+  if (!plan.cpu_decodes.empty()) {
+    TORCH_CHECK(query.is_contiguous() && key_cache.is_contiguous() && value_cache.is_contiguous(),
+                "the CPU decode kernel needs contiguous query and caches");
+    TORCH_CHECK(query.scalar_type() == key_cache.scalar_type() &&
+                    query.scalar_type() == value_cache.scalar_type() &&
+                    (query.scalar_type() == at::kFloat || query.scalar_type() == at::kBFloat16),
+                "the CPU decode kernel takes float32 or bfloat16 query and caches of one dtype");
+    cpu::PagedAttentionArgs args;
+    args.query = query.data_ptr();
+    args.out = out.data_ptr();
+    args.key_cache = key_cache.data_ptr();
+    args.value_cache = value_cache.data_ptr();
+    args.dtype = query.scalar_type() == at::kFloat ? cpu::Dtype::kFloat32 : cpu::Dtype::kBFloat16;
+    args.heads = heads;
+    args.kv_heads = kv_heads;
+    args.head_dim = head_dim;
+    args.block_size = key_cache.size(1);
+    args.scale = static_cast<float>(scale);
+    cpu::paged_decode_attention(args, plan.cpu_decodes);
+  } else if (plan.num_decodes > 0) {
     const int64_t b = plan.num_decodes, max_len = plan.decode_max_len;
     at::Tensor k = key_rows.index_select(0, plan.decode_slots)
                        .view({b, max_len, kv_heads, head_dim})

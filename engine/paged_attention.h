@@ -1,9 +1,11 @@
-// Causal attention of a flattened batch over the paged KV cache (the reference path).
+// Causal attention of a flattened batch over the paged KV cache.
 //
-// Each sequence's keys and values are gathered through its block table and attended with
-// scaled_dot_product_attention under a causal mask offset by the tokens already in the cache.
-// Decode rows (q_len == 1) of all sequences run as one padded batched call; prefill chunks run
-// one call each. This is the correctness baseline for any faster kernel.
+// Reference path (the correctness baseline for any faster kernel): each sequence's keys and
+// values are gathered through its block table and attended with scaled_dot_product_attention
+// under a causal mask offset by the tokens already in the cache. Decode rows (q_len == 1) of all
+// sequences run as one padded batched call; prefill chunks run one call each.
+// On the CPU, decode rows go to cpu::paged_decode_attention instead (cpu_kernels.h: reads K/V in
+// place, no padded copy); prefill chunks always take the reference path.
 //
 // The gather indices and masks depend only on the batch, not on the layer: AttentionPlan builds
 // them once per forward and every layer reuses them.
@@ -15,6 +17,7 @@
 
 #include <vector>
 
+#include "engine/cpu_kernels.h"
 #include "engine/forward_batch.h"
 
 namespace dsocr::engine {
@@ -30,8 +33,12 @@ struct AttentionPlan {
   at::Tensor decode_rows;   // [B] batch rows of the decode tokens
   at::Tensor decode_slots;  // [B * max_len] (padding points at row 0, masked out)
   at::Tensor decode_mask;   // [B, 1, 1, max_len] bool
+  // Set instead of the three above when decodes run in the CPU kernel; points into the batch.
+  std::vector<cpu::DecodeQuery> cpu_decodes;
 
-  static AttentionPlan build(const ForwardBatch& batch, int64_t block_size, at::Device device);
+  // `reference` forces the reference path for decodes (tests compare the two).
+  static AttentionPlan build(const ForwardBatch& batch, int64_t block_size, at::Device device,
+                             int64_t head_dim, bool reference = false);
 };
 
 // query: [T, heads, head_dim] (RoPE applied); caches as in kv_cache_ops.h with this step's K/V

@@ -95,8 +95,9 @@ int32_t draw(const float* logits, int64_t vocab, const SamplingRow& row) {
 
 std::vector<int32_t> sample_tokens(const at::Tensor& logits, std::span<const SamplingRow> rows) {
   DSOCR_CHECK_EQ(logits.size(0), static_cast<int64_t>(rows.size()));
-  at::Tensor cpu =
-      logits.to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  // A contiguous copy: the processors write into it, and the caller may still read the raw logits.
+  at::Tensor cpu = logits.to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true,
+                             at::MemoryFormat::Contiguous);
   const int64_t vocab = cpu.size(1);
   std::vector<int32_t> out(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {

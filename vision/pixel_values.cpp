@@ -1,35 +1,24 @@
 #include "vision/pixel_values.h"
 
-#include <array>
-
 #include "common/check.h"
+#include "common/cpu_clones.h"
 
 namespace dsocr::vision {
 namespace {
 
-// The 256 possible outputs of ToTensor + Normalize, computed with the same float32 operations
-// (divide by 255, subtract 0.5, divide by 0.5), so a table lookup is bit-identical.
-const std::array<float, 256>& normalization_table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int p = 0; p < 256; ++p) {
-      float v = static_cast<float>(p) / 255.0f;
-      v = v - 0.5f;
-      t[p] = v / 0.5f;
-    }
-    return t;
-  }();
-  return table;
-}
-
-void fill_chw(const RgbImage& image, float* out) {
-  const auto& table = normalization_table();
+// ToTensor + Normalize(0.5, 0.5) with torchvision's float32 operations in its order (divide by
+// 255, subtract 0.5, divide by 0.5), so every value is bit-identical to the reference; written
+// as arithmetic (not a table lookup) so that the loop vectorises, three planes at once.
+DSOCR_CPU_CLONES void fill_chw(const RgbImage& image, float* out) {
   const size_t plane = static_cast<size_t>(image.width) * image.height;
   const uint8_t* px = image.pixels.data();
+  float* red = out;
+  float* green = out + plane;
+  float* blue = out + 2 * plane;
   for (size_t i = 0; i < plane; ++i) {
-    out[i] = table[px[3 * i + 0]];
-    out[plane + i] = table[px[3 * i + 1]];
-    out[2 * plane + i] = table[px[3 * i + 2]];
+    red[i] = (static_cast<float>(px[3 * i + 0]) / 255.0f - 0.5f) / 0.5f;
+    green[i] = (static_cast<float>(px[3 * i + 1]) / 255.0f - 0.5f) / 0.5f;
+    blue[i] = (static_cast<float>(px[3 * i + 2]) / 255.0f - 0.5f) / 0.5f;
   }
 }
 

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "common/check.h"
+#include "common/cpu_clones.h"
 
 namespace dsocr::vision {
 namespace {
@@ -70,28 +72,46 @@ inline uint8_t clip8(int32_t acc) {
 }
 
 // Rows [row_begin, row_begin + out.height) of `src`, resampled horizontally into `out`.
-void horizontal_pass(const RgbImage& src, int row_begin, const Taps& taps, RgbImage& out) {
-  for (int y = 0; y < out.height; ++y) {
-    const uint8_t* in = src.row(row_begin + y);
-    uint8_t* o = out.row(y);
+// Rows go kRowBlock at a time: their pixels are first interleaved column by column as int32
+// (columns[x][row][channel]), so each tap of an output pixel is one multiply-add over
+// kRowBlock * 3 contiguous lanes, which the compiler vectorises; within one row there are only
+// 3 lanes. Integer arithmetic: the order of the sums cannot change a result.
+DSOCR_CPU_CLONES void horizontal_pass(const RgbImage& src, int row_begin, const Taps& taps,
+                                      RgbImage& out) {
+  constexpr int kRowBlock = 8;
+  constexpr int kLanes = kRowBlock * 3;
+  std::vector<int32_t> columns(static_cast<size_t>(src.width) * kLanes, 0);
+  for (int y0 = 0; y0 < out.height; y0 += kRowBlock) {
+    const int rows = std::min(kRowBlock, out.height - y0);
+    for (int r = 0; r < rows; ++r) {
+      const uint8_t* in = src.row(row_begin + y0 + r);
+      int32_t* c = columns.data() + r * 3;
+      for (int x = 0; x < src.width; ++x, c += kLanes, in += 3) {
+        c[0] = in[0];
+        c[1] = in[1];
+        c[2] = in[2];
+      }
+    }
     for (int xx = 0; xx < out.width; ++xx) {
       const int32_t* w = &taps.weights[static_cast<size_t>(xx) * taps.ksize];
-      const uint8_t* p = in + static_cast<size_t>(taps.first[xx]) * 3;
-      int32_t r = 1 << (kPrecisionBits - 1), g = r, b = r;
-      for (int x = 0; x < taps.count[xx]; ++x, p += 3) {
-        r += p[0] * w[x];
-        g += p[1] * w[x];
-        b += p[2] * w[x];
+      const int32_t* c = columns.data() + static_cast<size_t>(taps.first[xx]) * kLanes;
+      int32_t acc[kLanes];
+      for (int j = 0; j < kLanes; ++j) acc[j] = 1 << (kPrecisionBits - 1);
+      for (int x = 0; x < taps.count[xx]; ++x, c += kLanes) {
+        const int32_t weight = w[x];
+        for (int j = 0; j < kLanes; ++j) acc[j] += c[j] * weight;
       }
-      o[xx * 3 + 0] = clip8(r);
-      o[xx * 3 + 1] = clip8(g);
-      o[xx * 3 + 2] = clip8(b);
+      uint8_t clipped[kLanes];
+      for (int j = 0; j < kLanes; ++j) clipped[j] = clip8(acc[j]);  // vectorised, unlike per row
+      for (int r = 0; r < rows; ++r)
+        std::memcpy(out.row(y0 + r) + static_cast<size_t>(xx) * 3, clipped + r * 3, 3);
     }
   }
 }
 
-// Vertical pass; taps.first is relative to `src`'s first row.
-void vertical_pass(const RgbImage& src, const Taps& taps, int first_offset, RgbImage& out) {
+// Vertical pass; taps.first is relative to `src`'s first row. Whole rows are the vector lanes.
+DSOCR_CPU_CLONES void vertical_pass(const RgbImage& src, const Taps& taps, int first_offset,
+                                    RgbImage& out) {
   const size_t row_len = src.row_bytes();
   std::vector<int32_t> acc(row_len);
   for (int yy = 0; yy < out.height; ++yy) {

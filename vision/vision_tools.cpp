@@ -13,6 +13,7 @@
 #include "vision/pixel_values.h"
 #include "vision/preprocess.h"
 #include "vision/vision_model.h"
+#include "weights/cpu_allocator.h"
 #include "weights/loader.h"
 #include "weights/model_config.h"
 #include "weights/safetensors.h"
@@ -70,6 +71,7 @@ Status write_preprocess_dump(const std::filesystem::path& image_path,
 
 Status write_vision_dump(const VisionDumpOptions& options) {
   use_mmap_for_large_allocations();
+  weights::install_caching_cpu_allocator();
   DSOCR_ASSIGN_OR_RETURN(at::ScalarType dtype, weights::parse_compute_dtype(options.dtype));
   at::Device device(options.device);
   DSOCR_ASSIGN_OR_RETURN(auto config,

@@ -1,0 +1,194 @@
+#include "engine/cpu_kernels.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "common/check.h"
+#include "common/cpu_clones.h"
+
+// The vector types below never cross a non-inlined call boundary of another translation unit.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace dsocr::engine::cpu {
+namespace {
+
+// Eight float lanes as a GCC vector: one AVX2 register in the x86-64-v3 clone, two SSE
+// registers in the baseline one.
+using v8f = float __attribute__((vector_size(32)));
+using v8i = int32_t __attribute__((vector_size(32)));
+using v8u = uint32_t __attribute__((vector_size(32)));
+using v8h = uint16_t __attribute__((vector_size(16)));
+
+#define DSOCR_INLINE inline __attribute__((always_inline))
+
+DSOCR_INLINE v8f splat(float v) { return v8f{v, v, v, v, v, v, v, v}; }
+
+DSOCR_INLINE v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+DSOCR_INLINE v8f load8(const uint16_t* p) {  // bfloat16: the high half of a float32
+  v8h h;
+  std::memcpy(&h, p, sizeof h);
+  v8u w = __builtin_convertvector(h, v8u) << 16;
+  v8f v;
+  std::memcpy(&v, &w, sizeof v);
+  return v;
+}
+
+DSOCR_INLINE float hsum(v8f v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+DSOCR_INLINE void store(float* p, float v) { *p = v; }
+
+DSOCR_INLINE void store(uint16_t* p, float v) {  // round to nearest even, as at::BFloat16
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  if (v != v) {
+    *p = 0x7FC0;
+    return;
+  }
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  *p = static_cast<uint16_t>(bits >> 16);
+}
+
+// exp(x) for x <= 0, lanes below -87 flushed to 0 (softmax weights under 1e-38 of the largest).
+// Cephes' expf: n = round(x / ln 2), a degree-5 polynomial on the remainder; ~1 ulp.
+DSOCR_INLINE v8f exp_nonpositive(v8f x) {
+  const v8f lowest = splat(-87.0f);
+  const v8i underflow = x < lowest;
+  x = underflow ? lowest : x;
+  const v8f t = x * splat(1.44269504088896341f) + splat(0.5f);
+  v8f n = __builtin_convertvector(__builtin_convertvector(t, v8i), v8f);  // trunc = ceil here
+  n = n > t ? n - splat(1.0f) : n;                                        // floor(t)
+  const v8f r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
+  v8f p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  const v8f y = p * r * r + r + splat(1.0f);
+  const v8i exponent = (__builtin_convertvector(n, v8i) + 127) << 23;
+  v8f scale;
+  std::memcpy(&scale, &exponent, sizeof scale);
+  return underflow ? splat(0.0f) : y * scale;
+}
+
+// Heads [h0, h1) of one query: scores over the context, a max-subtracted softmax, the weighted
+// sum of values. Positions are the outer loop, so each token's K and V rows (all heads side by
+// side) are read front to back once per task rather than once per head with a stride.
+// `scratch` holds (h1 - h0) * (padded context + head_dim) floats.
+template <typename T>
+DSOCR_INLINE void attend(const PagedAttentionArgs& a, const DecodeQuery& q, int64_t h0, int64_t h1,
+                         float* scratch) {
+  const int64_t dim = a.head_dim, d8 = dim / 8, group = a.heads / a.kv_heads, n = h1 - h0;
+  const int64_t padded = (q.context_len + 7) / 8 * 8;
+  float* scores = scratch;                // [n][padded]
+  float* acc_all = scratch + n * padded;  // [n][dim]
+  const T* query = static_cast<const T*>(a.query) + q.row * a.heads * dim;
+  const T* keys = static_cast<const T*>(a.key_cache);
+  const T* values = static_cast<const T*>(a.value_cache);
+  const int64_t row_stride = a.kv_heads * dim;
+  auto token_row = [&](int64_t p) {
+    return (static_cast<int64_t>(q.block_table[p / a.block_size]) * a.block_size +
+            p % a.block_size) *
+           row_stride;
+  };
+
+  for (int64_t h = h0; h < h1; ++h) {  // the scaled query, kept in the accumulator rows for now
+    for (int64_t d = 0; d < d8; ++d) {
+      const v8f v = load8(query + h * dim + 8 * d) * splat(a.scale);
+      std::memcpy(acc_all + (h - h0) * dim + 8 * d, &v, sizeof v);
+    }
+  }
+  for (int64_t p = 0; p < q.context_len; ++p) {
+    const T* k_row = keys + token_row(p);
+    for (int64_t h = h0; h < h1; ++h) {
+      const T* k = k_row + (h / group) * dim;
+      const float* qh = acc_all + (h - h0) * dim;
+      v8f s = {};
+      for (int64_t d = 0; d < d8; ++d) s += load8(qh + 8 * d) * load8(k + 8 * d);
+      scores[(h - h0) * padded + p] = hsum(s);
+    }
+  }
+  float inv_sum[kMaxHeads];
+  for (int64_t i = 0; i < n; ++i) {
+    float* sc = scores + i * padded;
+    float max_score = -std::numeric_limits<float>::infinity();
+    for (int64_t p = 0; p < q.context_len; ++p) max_score = std::max(max_score, sc[p]);
+    std::fill(sc + q.context_len, sc + padded, -std::numeric_limits<float>::infinity());
+    v8f sum = {};
+    for (int64_t p = 0; p < padded; p += 8) {
+      const v8f e = exp_nonpositive(load8(sc + p) - splat(max_score));
+      std::memcpy(sc + p, &e, sizeof e);
+      sum += e;
+    }
+    inv_sum[i] = 1.0f / hsum(sum);
+  }
+  std::fill(acc_all, acc_all + n * dim, 0.0f);
+  for (int64_t p = 0; p < q.context_len; ++p) {
+    const T* v_row = values + token_row(p);
+    for (int64_t h = h0; h < h1; ++h) {
+      const T* v = v_row + (h / group) * dim;
+      float* acc = acc_all + (h - h0) * dim;
+      const v8f weight = splat(scores[(h - h0) * padded + p]);
+      for (int64_t d = 0; d < d8; ++d) {
+        const v8f sum = load8(acc + 8 * d) + weight * load8(v + 8 * d);
+        std::memcpy(acc + 8 * d, &sum, sizeof sum);
+      }
+    }
+  }
+  T* out = static_cast<T*>(a.out) + q.row * a.heads * dim;
+  for (int64_t h = h0; h < h1; ++h)
+    for (int64_t d = 0; d < dim; ++d)
+      store(out + h * dim + d, acc_all[(h - h0) * dim + d] * inv_sum[h - h0]);
+}
+
+DSOCR_CPU_CLONES void attend_f32(const PagedAttentionArgs& a, const DecodeQuery& q, int64_t h0,
+                                 int64_t h1, float* scratch) {
+  attend<float>(a, q, h0, h1, scratch);
+}
+
+DSOCR_CPU_CLONES void attend_bf16(const PagedAttentionArgs& a, const DecodeQuery& q, int64_t h0,
+                                  int64_t h1, float* scratch) {
+  attend<uint16_t>(a, q, h0, h1, scratch);
+}
+
+}  // namespace
+
+void paged_decode_attention(const PagedAttentionArgs& args, std::span<const DecodeQuery> queries) {
+  DSOCR_CHECK(attention_supported(args.head_dim)) << "head_dim " << args.head_dim;
+  DSOCR_CHECK(args.kv_heads > 0 && args.heads % args.kv_heads == 0 && args.heads <= kMaxHeads)
+      << "heads " << args.heads << ", kv_heads " << args.kv_heads;
+  if (queries.empty()) return;
+  int64_t max_len = 0;
+  for (const DecodeQuery& q : queries) max_len = std::max(max_len, q.context_len);
+  // A task is all heads of a query when there are enough queries to keep every thread busy,
+  // else one head (batch 1 still uses every thread).
+  const int64_t n = static_cast<int64_t>(queries.size());
+  const int64_t heads_per_task = n >= at::get_num_threads() ? args.heads : 1;
+  const int64_t tasks_per_query = args.heads / heads_per_task;
+  at::parallel_for(0, n * tasks_per_query, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(
+        static_cast<size_t>(heads_per_task * ((max_len + 7) / 8 * 8 + args.head_dim)));
+    for (int64_t t = begin; t < end; ++t) {
+      const DecodeQuery& q = queries[static_cast<size_t>(t / tasks_per_query)];
+      if (q.context_len == 0) continue;
+      const int64_t h0 = (t % tasks_per_query) * heads_per_task, h1 = h0 + heads_per_task;
+      if (args.dtype == Dtype::kFloat32)
+        attend_f32(args, q, h0, h1, scratch.data());
+      else
+        attend_bf16(args, q, h0, h1, scratch.data());
+    }
+  });
+}
+
+}  // namespace dsocr::engine::cpu
