@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -162,7 +163,97 @@ DSOCR_CPU_CLONES void attend_bf16(const PagedAttentionArgs& a, const DecodeQuery
   attend<uint16_t>(a, q, h0, h1, scratch);
 }
 
+// out[r][j] = dot(x[r], w[j]) for r < rows, j in [j0, j1): four rows of w at a time (they stay in
+// L1 while every row of x passes), two rows of x at a time (eight accumulators). A row's result
+// is the same whichever rows it is computed with.
+DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const float* w, int64_t k_dim, float* out,
+                            int64_t out_stride, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; j += 4) {
+    const int64_t nj = std::min<int64_t>(4, j1 - j);
+    const float* wr[4];
+    for (int i = 0; i < 4; ++i) wr[i] = w + (j + std::min<int64_t>(i, nj - 1)) * k_dim;
+    int64_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+      const float* x0 = x + r * k_dim;
+      const float* x1 = x0 + k_dim;
+      v8f acc0[4] = {}, acc1[4] = {};
+      for (int64_t k = 0; k < k_dim; k += 8) {
+        const v8f a = load8(x0 + k), b = load8(x1 + k);
+        for (int i = 0; i < 4; ++i) {
+          const v8f wv = load8(wr[i] + k);
+          acc0[i] += wv * a;
+          acc1[i] += wv * b;
+        }
+      }
+      for (int i = 0; i < nj; ++i) {
+        out[r * out_stride + j + i] = hsum(acc0[i]);
+        out[(r + 1) * out_stride + j + i] = hsum(acc1[i]);
+      }
+    }
+    if (r < rows) {
+      const float* x0 = x + r * k_dim;
+      v8f acc0[4] = {};
+      for (int64_t k = 0; k < k_dim; k += 8) {
+        const v8f a = load8(x0 + k);
+        for (int i = 0; i < 4; ++i) acc0[i] += load8(wr[i] + k) * a;
+      }
+      for (int i = 0; i < nj; ++i) out[r * out_stride + j + i] = hsum(acc0[i]);
+    }
+  }
+}
+
+// One expert over its n gathered rows: rows [n, hidden] -> result [n, hidden].
+DSOCR_CPU_CLONES void expert_forward(const MoeArgs& a, int64_t e, const float* rows, int64_t n,
+                                     float* gate, float* up, float* result) {
+  const int64_t h = a.hidden, i = a.inter;
+  matmul_nt(rows, n, a.w_gate + e * i * h, h, gate, i, 0, i);
+  matmul_nt(rows, n, a.w_up + e * i * h, h, up, i, 0, i);
+  for (int64_t t = 0; t < n * i; ++t) gate[t] = gate[t] / (1.0f + std::exp(-gate[t])) * up[t];
+  matmul_nt(gate, n, a.w_down + e * h * i, i, result, h, 0, h);
+}
+
 }  // namespace
+
+void moe_experts(const MoeArgs& a) {
+  DSOCR_CHECK(moe_supported(a.hidden, a.inter));
+  const int64_t assignments = a.tokens * a.top_k;
+  // Assignments grouped by expert, in assignment order within an expert.
+  std::vector<std::vector<int64_t>> by_expert(static_cast<size_t>(a.num_experts));
+  for (int64_t s = 0; s < assignments; ++s) {
+    DSOCR_CHECK(a.experts[s] >= 0 && a.experts[s] < a.num_experts);
+    by_expert[static_cast<size_t>(a.experts[s])].push_back(s);
+  }
+  std::vector<float> results(static_cast<size_t>(assignments * a.hidden));  // per assignment
+  at::parallel_for(0, a.num_experts, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> rows, gate, up, result;
+    for (int64_t e = begin; e < end; ++e) {
+      const auto& list = by_expert[static_cast<size_t>(e)];
+      const int64_t n = static_cast<int64_t>(list.size());
+      if (n == 0) continue;
+      rows.resize(static_cast<size_t>(n * a.hidden));
+      gate.resize(static_cast<size_t>(n * a.inter));
+      up.resize(static_cast<size_t>(n * a.inter));
+      result.resize(static_cast<size_t>(n * a.hidden));
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(rows.data() + r * a.hidden, a.x + (list[r] / a.top_k) * a.hidden,
+                    static_cast<size_t>(a.hidden) * sizeof(float));
+      expert_forward(a, e, rows.data(), n, gate.data(), up.data(), result.data());
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(results.data() + list[r] * a.hidden, result.data() + r * a.hidden,
+                    static_cast<size_t>(a.hidden) * sizeof(float));
+    }
+  });
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    float* o = a.out + t * a.hidden;
+    std::fill(o, o + a.hidden, 0.0f);
+    for (int64_t slot = 0; slot < a.top_k; ++slot) {
+      const int64_t s = t * a.top_k + slot;
+      const float w = a.weights[s];
+      const float* y = results.data() + s * a.hidden;
+      for (int64_t d = 0; d < a.hidden; ++d) o[d] += w * y[d];
+    }
+  }
+}
 
 void paged_decode_attention(const PagedAttentionArgs& args, std::span<const DecodeQuery> queries) {
   DSOCR_CHECK(attention_supported(args.head_dim)) << "head_dim " << args.head_dim;

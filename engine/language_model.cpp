@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/check.h"
+#include "engine/cpu_kernels.h"
 #include "engine/kv_cache_ops.h"
 #include "vision/layers.h"
 #include "weights/loader.h"
@@ -65,12 +66,48 @@ void MoeImpl::pack_experts() {
   }
 }
 
-at::Tensor MoeImpl::forward(const at::Tensor& x) {
+at::Tensor MoeImpl::forward(const at::Tensor& x, bool reference) {
   const int64_t k = config_.num_experts_per_tok;
   at::Tensor scores = at::linear(x.to(at::kFloat), gate_weight_.to(at::kFloat)).softmax(-1);
   auto [weights, experts] = scores.topk(k, -1, /*largest=*/true, /*sorted=*/false);
   weights = weights * config_.routed_scaling_factor;  // not renormalised (norm_topk_prob false)
+  // Decode-sized batches on the CPU: one pass per expert in cpu_kernels.h (prefill is
+  // compute-bound and MKL's).
+  constexpr int64_t kKernelMaxTokens = 64;
+  const bool kernel = !reference && x.is_cpu() && x.scalar_type() == at::kFloat &&
+                      x.size(0) <= kKernelMaxTokens && w_gate_.scalar_type() == at::kFloat &&
+                      cpu::moe_supported(config_.hidden_size, config_.moe_intermediate_size);
+  at::Tensor routed =
+      kernel ? routed_cpu(x, experts, weights) : routed_reference(x, experts, weights);
+  return routed + shared_experts_->forward(x);
+}
 
+at::Tensor MoeImpl::routed_cpu(const at::Tensor& x, const at::Tensor& experts,
+                               const at::Tensor& weights) {
+  at::Tensor xc = x.contiguous();
+  at::Tensor e = experts.to(at::kLong).contiguous();
+  at::Tensor w = weights.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty_like(xc);
+  cpu::MoeArgs args;
+  args.x = xc.data_ptr<float>();
+  args.tokens = xc.size(0);
+  args.hidden = config_.hidden_size;
+  args.inter = config_.moe_intermediate_size;
+  args.num_experts = config_.n_routed_experts;
+  args.top_k = config_.num_experts_per_tok;
+  args.w_gate = w_gate_.data_ptr<float>();
+  args.w_up = w_up_.data_ptr<float>();
+  args.w_down = w_down_.data_ptr<float>();
+  args.experts = e.data_ptr<int64_t>();
+  args.weights = w.data_ptr<float>();
+  args.out = out.data_ptr<float>();
+  cpu::moe_experts(args);
+  return out;
+}
+
+at::Tensor MoeImpl::routed_reference(const at::Tensor& x, const at::Tensor& experts,
+                                     const at::Tensor& weights) {
+  const int64_t k = config_.num_experts_per_tok;
   // Group the (token, slot) assignments by expert so that each expert runs one matmul.
   at::Tensor flat_experts = experts.reshape(-1);
   at::Tensor order = flat_experts.argsort(/*stable=*/true);
@@ -90,7 +127,7 @@ at::Tensor MoeImpl::forward(const at::Tensor& x) {
     out.index_add_(0, tokens, y.to(out.scalar_type()));
     begin += n;
   }
-  return out + shared_experts_->forward(x);
+  return out;
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const weights::LanguageConfig& config, int64_t index)

@@ -40,11 +40,16 @@ TORCH_MODULE(SwiGluMlp);
 class MoeImpl : public torch::nn::Module {
  public:
   explicit MoeImpl(const weights::LanguageConfig& config);
-  at::Tensor forward(const at::Tensor& x);  // [T, hidden]
+  // [T, hidden]. `reference` forces the libtorch path for the routed experts (tests compare).
+  at::Tensor forward(const at::Tensor& x, bool reference = false);
   // Stacks the experts' weights (call once after loading).
   void pack_experts();
 
  private:
+  at::Tensor routed_cpu(const at::Tensor& x, const at::Tensor& experts, const at::Tensor& weights);
+  at::Tensor routed_reference(const at::Tensor& x, const at::Tensor& experts,
+                              const at::Tensor& weights);
+
   weights::LanguageConfig config_;
   at::Tensor gate_weight_;  // router [E, hidden]
   std::vector<SwiGluMlp> experts_;
