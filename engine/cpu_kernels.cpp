@@ -256,8 +256,9 @@ void moe_experts(const MoeArgs& a) {
 }
 
 void paged_decode_attention(const PagedAttentionArgs& args, std::span<const DecodeQuery> queries) {
-  DSOCR_CHECK(attention_supported(args.head_dim)) << "head_dim " << args.head_dim;
-  DSOCR_CHECK(args.kv_heads > 0 && args.heads % args.kv_heads == 0 && args.heads <= kMaxHeads)
+  DSOCR_CHECK(attention_supported(args.heads, args.head_dim))
+      << args.heads << " heads of " << args.head_dim;
+  DSOCR_CHECK(args.kv_heads > 0 && args.heads % args.kv_heads == 0)
       << "heads " << args.heads << ", kv_heads " << args.kv_heads;
   if (queries.empty()) return;
   int64_t max_len = 0;

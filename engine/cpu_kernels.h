@@ -11,7 +11,8 @@
 // construction). Work is split over at::parallel_for's threads.
 //
 // Inputs are row-major and contiguous; float32 or bfloat16 (raw bits); head_dim a multiple of 8
-// up to kMaxHeadDim (`attention_supported()`): the model's 128, the test presets' 16 and 64.
+// up to kMaxHeadDim (the model's 128, the presets' 16 and 64) and at most kMaxHeads heads
+// (`attention_supported()`; other shapes take the reference path).
 //
 // Thread-safety: pure functions of their arguments.
 // Torch-free header.
@@ -70,8 +71,9 @@ inline bool moe_supported(int64_t hidden, int64_t inter) {
   return hidden % 8 == 0 && inter % 8 == 0 && hidden > 0 && inter > 0;
 }
 
-inline bool attention_supported(int64_t head_dim) {
-  return head_dim > 0 && head_dim % 8 == 0 && head_dim <= kMaxHeadDim;
+inline bool attention_supported(int64_t heads, int64_t head_dim) {
+  return heads > 0 && heads <= kMaxHeads && head_dim > 0 && head_dim % 8 == 0 &&
+         head_dim <= kMaxHeadDim;
 }
 
 }  // namespace dsocr::engine::cpu

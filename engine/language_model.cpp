@@ -215,8 +215,8 @@ at::Tensor LanguageModelImpl::forward(const ForwardBatch& batch, KvCache& cache)
                                          x.scalar_type());
   cos = cos.unsqueeze(1);
   sin = sin.unsqueeze(1);
-  const AttentionPlan attention =
-      AttentionPlan::build(batch, cache.block_size, x.device(), config_.head_dim());
+  const AttentionPlan attention = AttentionPlan::build(
+      batch, cache.block_size, x.device(), config_.num_attention_heads, config_.head_dim());
   for (size_t i = 0; i < layers_.size(); ++i)
     x = layers_[i]->forward(x, cos, sin, cache.keys[i], cache.values[i], batch, attention);
   at::Tensor rows = x.index_select(0, batch.logits_rows);

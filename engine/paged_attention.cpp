@@ -15,7 +15,7 @@ std::vector<int64_t> context_slots(const SequenceSlice& seq, int64_t block_size)
 }
 
 AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size, at::Device device,
-                                   int64_t head_dim, bool reference) {
+                                   int64_t heads, int64_t head_dim, bool reference) {
   AttentionPlan plan;
   const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
   std::vector<const SequenceSlice*> decodes;
@@ -36,7 +36,7 @@ AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size
     plan.prefills.push_back(std::move(p));
   }
   if (decodes.empty()) return plan;
-  if (device.is_cpu() && !reference && cpu::attention_supported(head_dim)) {
+  if (device.is_cpu() && !reference && cpu::attention_supported(heads, head_dim)) {
     for (const SequenceSlice* seq : decodes) {
       DSOCR_CHECK_GE(static_cast<int64_t>(seq->block_table.size()) * block_size, seq->context_len);
       plan.cpu_decodes.push_back({seq->q_start, seq->context_len, seq->block_table.data()});

@@ -38,7 +38,7 @@ struct AttentionPlan {
 
   // `reference` forces the reference path for decodes (tests compare the two).
   static AttentionPlan build(const ForwardBatch& batch, int64_t block_size, at::Device device,
-                             int64_t head_dim, bool reference = false);
+                             int64_t heads, int64_t head_dim, bool reference = false);
 };
 
 // query: [T, heads, head_dim] (RoPE applied); caches as in kv_cache_ops.h with this step's K/V

@@ -52,7 +52,8 @@ Case make_case(const Setup& s, uint64_t seed) {
 }
 
 at::Tensor run(const Case& c, const Setup& s, bool reference) {
-  AttentionPlan plan = AttentionPlan::build(c.batch, s.block_size, at::kCPU, s.head_dim, reference);
+  AttentionPlan plan =
+      AttentionPlan::build(c.batch, s.block_size, at::kCPU, s.heads, s.head_dim, reference);
   CHECK(plan.cpu_decodes.empty() == reference);
   return paged_attention(c.query, c.key_cache, c.value_cache, plan, 1.0 / std::sqrt(s.head_dim));
 }
