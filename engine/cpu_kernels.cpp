@@ -163,9 +163,31 @@ DSOCR_CPU_CLONES void attend_bf16(const PagedAttentionArgs& a, const DecodeQuery
   attend<uint16_t>(a, q, h0, h1, scratch);
 }
 
+// One or two rows of x against four rows of w (their dot products). The accumulators are named
+// variables: GCC keeps an array of them on the stack, storing it every iteration (~35 instead of
+// ~55 GFLOPS). A row's result is the same whichever rows it is computed with.
+template <int kRows>
+DSOCR_INLINE void dot_block(const float* x, int64_t k_dim, const float* const* w, int64_t count,
+                            float* out, int64_t out_stride) {
+  v8f c00 = {}, c01 = {}, c02 = {}, c03 = {}, c10 = {}, c11 = {}, c12 = {}, c13 = {};
+  for (int64_t k = 0; k < k_dim; k += 8) {
+    const v8f a = load8(x + k);
+    const v8f w0 = load8(w[0] + k), w1 = load8(w[1] + k), w2 = load8(w[2] + k),
+              w3 = load8(w[3] + k);
+    c00 += w0 * a, c01 += w1 * a, c02 += w2 * a, c03 += w3 * a;
+    if constexpr (kRows == 2) {
+      const v8f b = load8(x + k_dim + k);
+      c10 += w0 * b, c11 += w1 * b, c12 += w2 * b, c13 += w3 * b;
+    }
+  }
+  const float sums[2][4] = {{hsum(c00), hsum(c01), hsum(c02), hsum(c03)},
+                            {hsum(c10), hsum(c11), hsum(c12), hsum(c13)}};
+  for (int r = 0; r < kRows; ++r)
+    for (int64_t i = 0; i < count; ++i) out[r * out_stride + i] = sums[r][i];
+}
+
 // out[r][j] = dot(x[r], w[j]) for r < rows, j in [j0, j1): four rows of w at a time (they stay in
-// L1 while every row of x passes), two rows of x at a time (eight accumulators). A row's result
-// is the same whichever rows it is computed with.
+// L1 while every row of x passes), two rows of x at a time.
 DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const float* w, int64_t k_dim, float* out,
                             int64_t out_stride, int64_t j0, int64_t j1) {
   for (int64_t j = j0; j < j1; j += 4) {
@@ -173,32 +195,9 @@ DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const float* w, int64_
     const float* wr[4];
     for (int i = 0; i < 4; ++i) wr[i] = w + (j + std::min<int64_t>(i, nj - 1)) * k_dim;
     int64_t r = 0;
-    for (; r + 2 <= rows; r += 2) {
-      const float* x0 = x + r * k_dim;
-      const float* x1 = x0 + k_dim;
-      v8f acc0[4] = {}, acc1[4] = {};
-      for (int64_t k = 0; k < k_dim; k += 8) {
-        const v8f a = load8(x0 + k), b = load8(x1 + k);
-        for (int i = 0; i < 4; ++i) {
-          const v8f wv = load8(wr[i] + k);
-          acc0[i] += wv * a;
-          acc1[i] += wv * b;
-        }
-      }
-      for (int i = 0; i < nj; ++i) {
-        out[r * out_stride + j + i] = hsum(acc0[i]);
-        out[(r + 1) * out_stride + j + i] = hsum(acc1[i]);
-      }
-    }
-    if (r < rows) {
-      const float* x0 = x + r * k_dim;
-      v8f acc0[4] = {};
-      for (int64_t k = 0; k < k_dim; k += 8) {
-        const v8f a = load8(x0 + k);
-        for (int i = 0; i < 4; ++i) acc0[i] += load8(wr[i] + k) * a;
-      }
-      for (int i = 0; i < nj; ++i) out[r * out_stride + j + i] = hsum(acc0[i]);
-    }
+    for (; r + 2 <= rows; r += 2)
+      dot_block<2>(x + r * k_dim, k_dim, wr, nj, out + r * out_stride + j, out_stride);
+    if (r < rows) dot_block<1>(x + r * k_dim, k_dim, wr, nj, out + r * out_stride + j, out_stride);
   }
 }
 
@@ -210,6 +209,82 @@ DSOCR_CPU_CLONES void expert_forward(const MoeArgs& a, int64_t e, const float* r
   matmul_nt(rows, n, a.w_up + e * i * h, h, up, i, 0, i);
   for (int64_t t = 0; t < n * i; ++t) gate[t] = gate[t] / (1.0f + std::exp(-gate[t])) * up[t];
   matmul_nt(gate, n, a.w_down + e * h * i, i, result, h, 0, h);
+}
+
+// Up to six rows of x against one panel: twelve accumulators (rows x two 8-lane halves of the
+// panel's 16 columns) kept in named variables, because GCC spills an accumulator array to the
+// stack on every iteration (measured: half the speed). With kPrefetch the next panel is fetched
+// into the cache while this one is computed; that pass is the first over a panel, the only one
+// that reads it from memory.
+template <int kRows, bool kPrefetch>
+DSOCR_INLINE void panel_block(const float* x, int64_t k_dim, const float* panel, float* out,
+                              int64_t out_stride) {
+  static_assert(kRows >= 1 && kRows <= 6);
+  v8f c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};
+  v8f c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};
+  const float* next = panel + kPanelWidth * k_dim;
+  for (int64_t k = 0; k < k_dim; ++k) {
+    const v8f w0 = load8(panel + kPanelWidth * k), w1 = load8(panel + kPanelWidth * k + 8);
+    if constexpr (kPrefetch) __builtin_prefetch(next + kPanelWidth * k);
+#define DSOCR_PANEL_ROW(r)                      \
+  if constexpr (kRows > r) {                    \
+    const v8f b = splat(x[r * k_dim + k]);      \
+    c##r##0 += b * w0;                          \
+    c##r##1 += b * w1;                          \
+  }
+    DSOCR_PANEL_ROW(0) DSOCR_PANEL_ROW(1) DSOCR_PANEL_ROW(2)
+    DSOCR_PANEL_ROW(3) DSOCR_PANEL_ROW(4) DSOCR_PANEL_ROW(5)
+#undef DSOCR_PANEL_ROW
+  }
+#define DSOCR_PANEL_STORE(r)                                           \
+  if constexpr (kRows > r) {                                           \
+    std::memcpy(out + r * out_stride, &c##r##0, sizeof(v8f));          \
+    std::memcpy(out + r * out_stride + 8, &c##r##1, sizeof(v8f));      \
+  }
+  DSOCR_PANEL_STORE(0) DSOCR_PANEL_STORE(1) DSOCR_PANEL_STORE(2)
+  DSOCR_PANEL_STORE(3) DSOCR_PANEL_STORE(4) DSOCR_PANEL_STORE(5)
+#undef DSOCR_PANEL_STORE
+}
+
+template <bool kPrefetch>
+DSOCR_INLINE void panel_rows(int64_t rows, const float* x, int64_t k_dim, const float* panel,
+                             float* out, int64_t out_stride) {
+  switch (rows) {
+    case 6: return panel_block<6, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 5: return panel_block<5, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 4: return panel_block<4, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 3: return panel_block<3, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 2: return panel_block<2, kPrefetch>(x, k_dim, panel, out, out_stride);
+    default: return panel_block<1, kPrefetch>(x, k_dim, panel, out, out_stride);
+  }
+}
+
+// All rows of x against panels [p0, p1), six rows at a time. The last panel of a W whose row
+// count is not a multiple of 16 is computed into a scratch tile and only its real columns kept.
+DSOCR_CPU_CLONES void panels_range(const float* x, int64_t rows, int64_t k_dim,
+                                   const float* panels, int64_t n, float* out, int64_t p0,
+                                   int64_t p1) {
+  float tile[6 * kPanelWidth];
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* panel = panels + p * kPanelWidth * k_dim;
+    const int64_t col = p * kPanelWidth, width = std::min(kPanelWidth, n - col);
+    const bool prefetch = p + 1 < p1;
+    for (int64_t r = 0; r < rows; r += 6) {
+      const int64_t block = std::min<int64_t>(6, rows - r);
+      const float* xr = x + r * k_dim;
+      float* o = width == kPanelWidth ? out + r * n + col : tile;
+      const int64_t stride = width == kPanelWidth ? n : kPanelWidth;
+      if (r == 0 && prefetch)
+        panel_rows<true>(block, xr, k_dim, panel, o, stride);
+      else
+        panel_rows<false>(block, xr, k_dim, panel, o, stride);
+      if (width < kPanelWidth) {
+        for (int64_t i = 0; i < block; ++i)
+          std::memcpy(out + (r + i) * n + col, tile + i * kPanelWidth,
+                      static_cast<size_t>(width) * sizeof(float));
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -253,6 +328,28 @@ void moe_experts(const MoeArgs& a) {
       for (int64_t d = 0; d < a.hidden; ++d) o[d] += w * y[d];
     }
   }
+}
+
+void pack_panels(const float* w, int64_t n, int64_t k, float* panels) {
+  const int64_t num_panels = (n + kPanelWidth - 1) / kPanelWidth;
+  at::parallel_for(0, num_panels, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      float* panel = panels + p * kPanelWidth * k;
+      for (int64_t j = 0; j < kPanelWidth; ++j) {
+        const int64_t row = p * kPanelWidth + j;
+        for (int64_t i = 0; i < k; ++i) panel[i * kPanelWidth + j] = row < n ? w[row * k + i] : 0.0f;
+      }
+    }
+  });
+}
+
+void matmul_panels(const float* x, int64_t rows, int64_t k, const float* panels, int64_t n,
+                   float* out) {
+  if (rows == 0 || n == 0) return;
+  const int64_t num_panels = (n + kPanelWidth - 1) / kPanelWidth;
+  at::parallel_for(0, num_panels, 32, [&](int64_t begin, int64_t end) {
+    panels_range(x, rows, k, panels, n, out, begin, end);
+  });
 }
 
 void paged_decode_attention(const PagedAttentionArgs& args, std::span<const DecodeQuery> queries) {

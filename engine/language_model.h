@@ -85,7 +85,8 @@ class LanguageModelImpl : public torch::nn::Module {
   // Logits [S, vocab] in float32 for batch.logits_rows.
   at::Tensor forward(const ForwardBatch& batch, KvCache& cache);
 
-  // lm_head over final-normed rows [S, hidden] -> float32 [S, vocab] (possibly a transposed view).
+  // lm_head over final-normed rows [S, hidden] -> float32 [S, vocab]. On the CPU in float32 the
+  // weight is packed into panels at load (cpu_kernels.h: matmul_panels, ~2x MKL at decode sizes).
   at::Tensor logits(const at::Tensor& rows);
 
   const weights::LanguageConfig& config() const { return config_; }
@@ -93,11 +94,14 @@ class LanguageModelImpl : public torch::nn::Module {
   at::Device device() const { return norm_.device(); }
 
  private:
+  void pack_lm_head();
+
   weights::LanguageConfig config_;
   torch::nn::Embedding embed_tokens_{nullptr};
   std::vector<DecoderLayer> layers_;
   at::Tensor norm_;
   torch::nn::Linear lm_head_{nullptr};
+  at::Tensor lm_head_panels_;  // CPU float32: [ceil(vocab / 16), hidden, 16], see pack_lm_head()
 };
 TORCH_MODULE(LanguageModel);
 
