@@ -107,6 +107,21 @@ else()
                  "'${DSOCR_TORCH_CUDA_VERSION}', DSOCR_CUDA=${DSOCR_CUDA})")
 endif()
 
+# OpenMP for our own CPU kernels: at::parallel_for is an inline header function that splits work
+# over threads only where the including file is compiled with OpenMP; without it each kernel ran
+# on one thread. Its GOMP calls must bind to the runtime libtorch itself loads (the wheel's own
+# libgomp.so.1), so that torch and our kernels share one thread pool instead of fighting over the
+# cores with two.
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+get_filename_component(_torch_lib_dir "${DSOCR_TORCH_PREFIX}/../../lib" ABSOLUTE)
+add_library(dsocr_openmp INTERFACE)
+target_compile_options(dsocr_openmp INTERFACE ${OpenMP_CXX_FLAGS})
+if(EXISTS "${_torch_lib_dir}/libgomp.so.1")
+  target_link_libraries(dsocr_openmp INTERFACE "${_torch_lib_dir}/libgomp.so.1")
+else()
+  target_link_libraries(dsocr_openmp INTERFACE OpenMP::OpenMP_CXX)
+endif()
+
 # The torch wheel's libtorch.so exports copies of libstdc++ functions it linked statically
 # (std::filesystem, std::chrono::tzdb, ... from a newer GCC). Whichever library comes first in a
 # program's DT_NEEDED list wins symbol lookup, and with libtorch first std::filesystem::remove_all

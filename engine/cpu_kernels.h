@@ -46,6 +46,11 @@ struct PagedAttentionArgs {
 
 void paged_decode_attention(const PagedAttentionArgs& args, std::span<const DecodeQuery> queries);
 
+// How many threads at::parallel_for really uses in these kernels: at::get_num_threads() when this
+// file was built with OpenMP, 1 when it was not (the header then runs every loop serially, and
+// silently: it cost every kernel half the machine before it was caught). Logged at engine start.
+int parallel_threads();
+
 // The routed experts of one MoE layer for a few tokens (decode steps). Per expert, its tokens'
 // rows go through gate/up, SiLU(gate) * up and down in one pass over that expert's weights, with
 // experts split over threads in one parallel region. libtorch's path runs ~8 ops per expert,

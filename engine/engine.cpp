@@ -16,6 +16,7 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "common/memory.h"
+#include "engine/cpu_kernels.h"
 #include "engine/device.h"
 #include "engine/forward_batch.h"
 #include "engine/kv_cache.h"
@@ -209,6 +210,14 @@ Status EngineImpl::init() {
                     ? options_.torch_threads
                     : std::max(1, cores - static_cast<int>(options_.vision_threads) + 1);
   at::set_num_threads(std::min(threads, cores));
+  if (!device_.is_cuda()) {
+    const int kernel_threads = cpu::parallel_threads();
+    if (kernel_threads < at::get_num_threads())
+      logger_->warn("CPU kernels use {} of {} threads: cpu_kernels.cpp was built without OpenMP",
+                    kernel_threads, at::get_num_threads());
+    else
+      logger_->info("CPU: {} threads for model steps", at::get_num_threads());
+  }
 
   DSOCR_ASSIGN_OR_RETURN(config_,
                          weights::ModelConfig::from_file(options_.model_dir / "config.json"));

@@ -1,5 +1,6 @@
 // matmul_panels (cpu_kernels.h), the CPU lm_head kernel, against at::mm on the unpacked weight.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -57,6 +58,11 @@ TEST_CASE("panel matmul gives a row the same bits whatever rows come with it", "
   at::Tensor all = panel_matmul(x, panels, 300);
   for (int64_t i = 0; i < 16; ++i)
     CHECK(at::equal(panel_matmul(x.slice(0, i, i + 1).contiguous(), panels, 300)[0], all[i]));
+}
+
+TEST_CASE("CPU kernels split their loops over every intra-op thread", "[panels]") {
+  at::set_num_threads(2);  // more threads than cores is fine for OpenMP; a serial build gives 1
+  CHECK(parallel_threads() == 2);
 }
 
 }  // namespace
