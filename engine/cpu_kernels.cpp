@@ -229,23 +229,31 @@ DSOCR_INLINE void panel_block(const float* x, int64_t k_dim, const float* panel,
   for (int64_t k = 0; k < k_dim; ++k) {
     const v8f w0 = load8(panel + kPanelWidth * k), w1 = load8(panel + kPanelWidth * k + 8);
     if constexpr (kPrefetch) __builtin_prefetch(next + kPanelWidth * k);
-#define DSOCR_PANEL_ROW(r)                      \
-  if constexpr (kRows > r) {                    \
-    const float b = x[r * k_dim + k];           \
-    c##r##0 += b * w0;                          \
-    c##r##1 += b * w1;                          \
+#define DSOCR_PANEL_ROW(r)            \
+  if constexpr (kRows > r) {          \
+    const float b = x[r * k_dim + k]; \
+    c##r##0 += b * w0;                \
+    c##r##1 += b * w1;                \
   }
-    DSOCR_PANEL_ROW(0) DSOCR_PANEL_ROW(1) DSOCR_PANEL_ROW(2)
-    DSOCR_PANEL_ROW(3) DSOCR_PANEL_ROW(4) DSOCR_PANEL_ROW(5)
+    DSOCR_PANEL_ROW(0);
+    DSOCR_PANEL_ROW(1);
+    DSOCR_PANEL_ROW(2);
+    DSOCR_PANEL_ROW(3);
+    DSOCR_PANEL_ROW(4);
+    DSOCR_PANEL_ROW(5);
 #undef DSOCR_PANEL_ROW
   }
-#define DSOCR_PANEL_STORE(r)                                           \
-  if constexpr (kRows > r) {                                           \
-    std::memcpy(out + r * out_stride, &c##r##0, sizeof(v8f));          \
-    std::memcpy(out + r * out_stride + 8, &c##r##1, sizeof(v8f));      \
+#define DSOCR_PANEL_STORE(r)                                      \
+  if constexpr (kRows > r) {                                      \
+    std::memcpy(out + r * out_stride, &c##r##0, sizeof(v8f));     \
+    std::memcpy(out + r * out_stride + 8, &c##r##1, sizeof(v8f)); \
   }
-  DSOCR_PANEL_STORE(0) DSOCR_PANEL_STORE(1) DSOCR_PANEL_STORE(2)
-  DSOCR_PANEL_STORE(3) DSOCR_PANEL_STORE(4) DSOCR_PANEL_STORE(5)
+  DSOCR_PANEL_STORE(0);
+  DSOCR_PANEL_STORE(1);
+  DSOCR_PANEL_STORE(2);
+  DSOCR_PANEL_STORE(3);
+  DSOCR_PANEL_STORE(4);
+  DSOCR_PANEL_STORE(5);
 #undef DSOCR_PANEL_STORE
 }
 
@@ -253,20 +261,25 @@ template <bool kPrefetch>
 DSOCR_INLINE void panel_rows(int64_t rows, const float* x, int64_t k_dim, const float* panel,
                              float* out, int64_t out_stride) {
   switch (rows) {
-    case 6: return panel_block<6, kPrefetch>(x, k_dim, panel, out, out_stride);
-    case 5: return panel_block<5, kPrefetch>(x, k_dim, panel, out, out_stride);
-    case 4: return panel_block<4, kPrefetch>(x, k_dim, panel, out, out_stride);
-    case 3: return panel_block<3, kPrefetch>(x, k_dim, panel, out, out_stride);
-    case 2: return panel_block<2, kPrefetch>(x, k_dim, panel, out, out_stride);
-    default: return panel_block<1, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 6:
+      return panel_block<6, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 5:
+      return panel_block<5, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 4:
+      return panel_block<4, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 3:
+      return panel_block<3, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 2:
+      return panel_block<2, kPrefetch>(x, k_dim, panel, out, out_stride);
+    default:
+      return panel_block<1, kPrefetch>(x, k_dim, panel, out, out_stride);
   }
 }
 
 // All rows of x against panels [p0, p1), six rows at a time. The last panel of a W whose row
 // count is not a multiple of 16 is computed into a scratch tile and only its real columns kept.
-DSOCR_CPU_CLONES void panels_range(const float* x, int64_t rows, int64_t k_dim,
-                                   const float* panels, int64_t n, float* out, int64_t p0,
-                                   int64_t p1) {
+DSOCR_CPU_CLONES void panels_range(const float* x, int64_t rows, int64_t k_dim, const float* panels,
+                                   int64_t n, float* out, int64_t p0, int64_t p1) {
   float tile[6 * kPanelWidth];
   for (int64_t p = p0; p < p1; ++p) {
     const float* panel = panels + p * kPanelWidth * k_dim;
@@ -346,7 +359,8 @@ void pack_panels(const float* w, int64_t n, int64_t k, float* panels) {
       float* panel = panels + p * kPanelWidth * k;
       for (int64_t j = 0; j < kPanelWidth; ++j) {
         const int64_t row = p * kPanelWidth + j;
-        for (int64_t i = 0; i < k; ++i) panel[i * kPanelWidth + j] = row < n ? w[row * k + i] : 0.0f;
+        for (int64_t i = 0; i < k; ++i)
+          panel[i * kPanelWidth + j] = row < n ? w[row * k + i] : 0.0f;
       }
     }
   });
