@@ -119,6 +119,8 @@ target_compile_options(dsocr_openmp INTERFACE ${OpenMP_CXX_FLAGS})
 if(EXISTS "${_torch_lib_dir}/libgomp.so.1")
   target_link_libraries(dsocr_openmp INTERFACE "${_torch_lib_dir}/libgomp.so.1")
 else()
+  message(WARNING "No libgomp.so.1 in ${_torch_lib_dir}: the CPU kernels use the system OpenMP "
+                  "runtime, a second thread pool beside torch's")
   target_link_libraries(dsocr_openmp INTERFACE OpenMP::OpenMP_CXX)
 endif()
 
