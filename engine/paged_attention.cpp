@@ -29,10 +29,14 @@ AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size
     p.q_start = seq.q_start;
     p.q_len = seq.q_len;
     p.slots = at::tensor(context_slots(seq, block_size), at::kLong).to(device);
+    // A chunk with nothing cached before it is plain causal: SDPA then skips the blocks above the
+    // diagonal instead of computing and masking them.
     const int64_t offset = seq.context_len - seq.q_len;
-    at::Tensor rows = at::arange(seq.q_len, longs);
-    at::Tensor cols = at::arange(seq.context_len, longs);
-    p.mask = cols.unsqueeze(0) <= (rows.unsqueeze(1) + offset);
+    if (offset > 0) {
+      at::Tensor rows = at::arange(seq.q_len, longs);
+      at::Tensor cols = at::arange(seq.context_len, longs);
+      p.mask = cols.unsqueeze(0) <= (rows.unsqueeze(1) + offset);
+    }
     plan.prefills.push_back(std::move(p));
   }
   if (decodes.empty()) return plan;
@@ -87,8 +91,11 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
         expand_kv(key_rows.index_select(0, p.slots).transpose(0, 1), groups);  // [H, n, d]
     at::Tensor v = expand_kv(value_rows.index_select(0, p.slots).transpose(0, 1), groups);
     at::Tensor q = query.slice(0, p.q_start, p.q_start + p.q_len).transpose(0, 1);  // [H, q, d]
-    at::Tensor o = at::scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
-                                                    p.mask, 0.0, false, scale);
+    const bool causal = !p.mask.defined();
+    at::Tensor o = at::scaled_dot_product_attention(
+        q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
+        causal ? std::optional<at::Tensor>() : std::optional<at::Tensor>(p.mask), 0.0, causal,
+        scale);
     out.slice(0, p.q_start, p.q_start + p.q_len).copy_(o.squeeze(0).transpose(0, 1));
   }
 

@@ -26,7 +26,8 @@ struct AttentionPlan {
   struct Prefill {
     int64_t q_start = 0, q_len = 0;
     at::Tensor slots;  // [context_len] cache rows of positions 0 .. context_len-1
-    at::Tensor mask;   // [q_len, context_len] bool, causal with the cached offset
+    at::Tensor mask;   // [q_len, context_len] bool, causal with the cached offset; undefined
+                       // when nothing is cached before the chunk (SDPA's is_causal then)
   };
   std::vector<Prefill> prefills;
   int64_t num_decodes = 0, decode_max_len = 0;
