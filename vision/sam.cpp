@@ -4,6 +4,7 @@
 #include <torch/nn/functional/upsampling.h>
 #include <torch/nn/modules/container/sequential.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/check.h"
@@ -63,6 +64,18 @@ void SamAttentionImpl::prepare(int64_t side, at::ScalarType dtype) {
 
 at::Tensor SamAttentionImpl::forward(const at::Tensor& x) {
   const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
+  // The relative-position bias goes to SDPA materialised, [views, heads, hw, hw]: for the global
+  // blocks over six 768 tiles that is ~1.5 GB at full size. A few views at a time keep it under
+  // max_bias_bytes_, so the buffers stay small enough to be reused from the allocator's cache
+  // instead of being mapped (and page-faulted) anew each block. Views are independent.
+  const int64_t bias_bytes = std::max<int64_t>(1, heads_ * (h * w) * (h * w) * x.element_size());
+  const int64_t views_per_call = std::max<int64_t>(1, max_bias_bytes_ / bias_bytes);
+  if (b > views_per_call) {
+    std::vector<at::Tensor> parts;
+    for (int64_t v = 0; v < b; v += views_per_call)
+      parts.push_back(forward(x.slice(0, v, std::min(b, v + views_per_call))));
+    return at::cat(parts, 0);
+  }
   const int64_t head_dim = c / heads_;
   auto it = rel_tables_.find(h);
   DSOCR_CHECK(it != rel_tables_.end() && h == w) << "SAM attention not prepared for grid " << h;

@@ -1,0 +1,34 @@
+// SAM attention attends views in groups when their relative-position bias would be large
+// (SamAttentionImpl::set_max_bias_bytes); the groups must give what one call gives.
+#include <ATen/ATen.h>
+
+#include <catch2/catch.hpp>
+
+#include "vision/sam.h"
+
+namespace dsocr::vision {
+namespace {
+
+TEST_CASE("SAM attention over views in groups equals one call over all", "[sam]") {
+  at::NoGradGuard no_grad;
+  weights::SamConfig config;
+  config.width = 32, config.heads = 2;
+  const int64_t grid = 8;
+  SamAttention attention(config, grid);
+  at::manual_seed(3);
+  for (auto& p : attention->parameters()) p.copy_(at::randn(p.sizes()) * 0.2);
+  attention->prepare(grid, at::kFloat);
+  at::Tensor x = at::randn({5, grid, grid, config.width});
+  at::Tensor whole = attention->forward(x);
+  const int64_t one_view = config.heads * grid * grid * grid * grid * 4;
+  for (int64_t views : {1, 2, 3}) {
+    CAPTURE(views);
+    attention->set_max_bias_bytes(views * one_view);
+    at::Tensor grouped = attention->forward(x);
+    CHECK(grouped.sizes() == whole.sizes());
+    CHECK(at::allclose(grouped, whole, 1e-6, 1e-6));
+  }
+}
+
+}  // namespace
+}  // namespace dsocr::vision
