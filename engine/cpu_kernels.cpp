@@ -353,8 +353,7 @@ int parallel_threads() {
 }
 
 void pack_panels(const float* w, int64_t n, int64_t k, float* panels) {
-  const int64_t num_panels = (n + kPanelWidth - 1) / kPanelWidth;
-  at::parallel_for(0, num_panels, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, panel_count(n), 64, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       float* panel = panels + p * kPanelWidth * k;
       for (int64_t j = 0; j < kPanelWidth; ++j) {
@@ -369,8 +368,7 @@ void pack_panels(const float* w, int64_t n, int64_t k, float* panels) {
 void matmul_panels(const float* x, int64_t rows, int64_t k, const float* panels, int64_t n,
                    float* out) {
   if (rows == 0 || n == 0) return;
-  const int64_t num_panels = (n + kPanelWidth - 1) / kPanelWidth;
-  at::parallel_for(0, num_panels, 32, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, panel_count(n), 32, [&](int64_t begin, int64_t end) {
     panels_range(x, rows, k, panels, n, out, begin, end);
   });
 }

@@ -86,9 +86,8 @@ inline bool moe_supported(int64_t hidden, int64_t inter) {
 //
 // x: [rows, k] float32 contiguous; out: [rows, n] float32 contiguous (overwritten).
 constexpr int64_t kPanelWidth = 16;
-inline int64_t packed_panels_floats(int64_t n, int64_t k) {
-  return (n + kPanelWidth - 1) / kPanelWidth * kPanelWidth * k;
-}
+// Panels for a W of n rows: the packed buffer is [panel_count(n), k, kPanelWidth] floats.
+inline int64_t panel_count(int64_t n) { return (n + kPanelWidth - 1) / kPanelWidth; }
 void pack_panels(const float* w, int64_t n, int64_t k, float* panels);
 void matmul_panels(const float* x, int64_t rows, int64_t k, const float* panels, int64_t n,
                    float* out);

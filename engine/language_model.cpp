@@ -211,8 +211,7 @@ void LanguageModelImpl::pack_lm_head() {
   at::NoGradGuard no_grad;
   const at::Tensor w = lm_head_->weight.contiguous();
   const int64_t n = w.size(0), k = w.size(1);
-  const int64_t panels = (n + cpu::kPanelWidth - 1) / cpu::kPanelWidth;
-  lm_head_panels_ = at::empty({panels, k, cpu::kPanelWidth}, w.options());
+  lm_head_panels_ = at::empty({cpu::panel_count(n), k, cpu::kPanelWidth}, w.options());
   cpu::pack_panels(w.data_ptr<float>(), n, k, lm_head_panels_.data_ptr<float>());
   // The module's weight now views the panels ([panels, 16, hidden], W's rows in order, the last
   // panel's padding rows zero), so the [vocab, hidden] original is freed, not kept twice.

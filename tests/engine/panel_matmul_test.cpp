@@ -11,7 +11,7 @@ namespace dsocr::engine::cpu {
 namespace {
 
 at::Tensor packed(const at::Tensor& w) {
-  at::Tensor panels = at::empty({packed_panels_floats(w.size(0), w.size(1))});
+  at::Tensor panels = at::empty({panel_count(w.size(0)), w.size(1), kPanelWidth});
   pack_panels(w.data_ptr<float>(), w.size(0), w.size(1), panels.data_ptr<float>());
   return panels;
 }

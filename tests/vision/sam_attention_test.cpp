@@ -21,9 +21,10 @@ TEST_CASE("SAM attention over views in groups equals one call over all", "[sam]"
   at::Tensor x = at::randn({5, grid, grid, config.width});
   at::Tensor whole = attention->forward(x);
   const int64_t one_view = config.heads * grid * grid * grid * grid * 4;
-  for (int64_t views : {1, 2, 3}) {
-    CAPTURE(views);
-    attention->set_max_bias_bytes(views * one_view);
+  // Budgets of 1, 2 and 3 views' bias, and 1 byte (one view per call whatever a view costs).
+  for (int64_t budget : {one_view, 2 * one_view, 3 * one_view, int64_t{1}}) {
+    CAPTURE(budget);
+    attention->set_max_bias_bytes(budget);
     at::Tensor grouped = attention->forward(x);
     CHECK(grouped.sizes() == whole.sizes());
     CHECK(at::allclose(grouped, whole, 1e-6, 1e-6));
