@@ -8,10 +8,11 @@ find_package(fmt 9 REQUIRED)
 find_package(spdlog 1.10 REQUIRED)
 find_package(nlohmann_json 3.11 REQUIRED)
 find_package(CURL REQUIRED)
+find_package(ZLIB REQUIRED)                        # gzip/deflate request bodies
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)   # sha256 of downloaded files
 find_package(OpenCV 4 REQUIRED COMPONENTS core imgproc imgcodecs)
 find_package(GIF 5 REQUIRED)                       # first GIF frame (OpenCV 4.6 has no GIF codec)
-pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)  # the tests' HTTP client
 pkg_check_modules(ONIG REQUIRED IMPORTED_TARGET oniguruma)
 if(DSOCR_BUILD_TESTS)
   find_package(Catch2 2.13 REQUIRED)

@@ -40,6 +40,7 @@ struct EngineOptions {
   SchedulerConfig scheduler;
   size_t vision_threads = 1;
   size_t max_queued_requests = 256;
+  int64_t max_pending_image_bytes = 1ll << 30;  // TEMP until engine-rel merges
   int torch_threads = 0;  // 0: cores minus vision threads
 };
 
@@ -57,6 +58,7 @@ struct GenerateRequest {
   std::string prompt;
   std::vector<std::string> images;
   SamplingParams sampling;
+  std::string cache_salt;  // TEMP until engine-rel merges
   bool return_logits = false;  // debugging: each token event carries the raw logits it came from
 };
 

@@ -1,7 +1,5 @@
 #include "server/chat_handler.h"
 
-#include <httplib.h>
-
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -9,7 +7,7 @@
 #include "common/logging.h"
 #include "common/version.h"
 #include "server/completion_text.h"
-#include "server/connection_probe.h"
+#include "server/http/http_listener.h"
 #include "server/openai_errors.h"
 #include "tokenizer/ocr_prompt.h"
 
@@ -19,9 +17,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-constexpr std::string_view kDone = "data: [DONE]\n\n";
-constexpr std::string_view kKeepAlive = ": keep-alive\n\n";
 
 const std::string& system_fingerprint() {
   static const std::string fingerprint = std::string("dsocr-") + version();
@@ -60,27 +55,42 @@ json error_json(const ApiError& error) {
   return json::parse(openai_error_body(error.status, error.param, error.code));
 }
 
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// Server-sent events on a chunked response: "data: <json>\n\n" events, ": keep-alive" comments
+// while nothing happens, and the closing "data: [DONE]". Every method returns false once the
+// client is gone.
+class SseWriter {
+ public:
+  explicit SseWriter(http::Exchange& exchange) : exchange_(exchange) {}
+  bool start(const http::Headers& headers) {
+    http::Headers h = headers;
+    h.emplace_back("Cache-Control", "no-cache");
+    h.emplace_back("X-Accel-Buffering", "no");  // proxies must not hold events back
+    return exchange_.begin_stream(200, "text/event-stream", h);
+  }
+  bool event(const json& j) { return exchange_.write("data: " + dump(j) + "\n\n"); }
+  bool keep_alive() { return exchange_.write(": keep-alive\n\n"); }
+  bool done() { return exchange_.write("data: [DONE]\n\n") && exchange_.end_stream(); }
+
+ private:
+  http::Exchange& exchange_;
+};
+
 }  // namespace
 
-void send_api_error(httplib::Response& res, const ApiError& error) {
-  res.status = error.status.http_status();
-  if (res.status == 429 || res.status == 503) res.set_header("Retry-After", "1");
-  res.set_content(openai_error_body(error.status, error.param, error.code), "application/json");
-}
-
-// One request's state, shared by the handler and (for streams) the content provider, which
-// cpp-httplib calls after handle() has returned.
+// One request's state, on its handler thread.
 struct ChatHandler::Call {
   ChatHandler* handler = nullptr;
+  http::Exchange* exchange = nullptr;
   std::string request_id;
   std::string id;  // chatcmpl-<request id>
   ChatRequest request;
-  std::shared_ptr<engine::Engine> engine;  // kept alive while its stream is
+  std::shared_ptr<engine::Engine> engine;
   std::shared_ptr<engine::RequestStream> stream;
   std::optional<CompletionText> text;
-  std::optional<ConnectionProbe> probe;
   Clock::time_point arrived = Clock::now();
-  Clock::time_point last_token, last_probe;
+  Clock::time_point last_token;
   int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
@@ -96,19 +106,24 @@ struct ChatHandler::Call {
     --handler->active_;
   }
 
+  http::Headers headers() const { return {{"X-Request-Id", request_id}}; }
+
+  bool gone() {
+    if (!client_left && exchange->client_gone()) client_left = true;
+    return client_left;
+  }
+
   // Next engine event, probing the client at least every disconnect_poll_ms (also while events
   // keep arriving); nullopt when the client left or max_wait_ms passed.
   std::optional<engine::StreamEvent> next_event(int64_t max_wait_ms) {
     const auto poll_every = milliseconds(handler->options_.disconnect_poll_ms);
     const auto deadline = Clock::now() + milliseconds(max_wait_ms);
+    auto last_probe = Clock::now() - poll_every;
     for (;;) {
       const auto now = Clock::now();
-      if (probe && now - last_probe >= poll_every) {
+      if (now - last_probe >= poll_every) {
         last_probe = now;
-        if (probe->peer_closed()) {
-          client_left = true;
-          return std::nullopt;
-        }
+        if (gone()) return std::nullopt;
       }
       const auto remaining = std::chrono::duration_cast<milliseconds>(deadline - now);
       if (auto e = stream->next(std::clamp(remaining, milliseconds(0), poll_every))) return e;
@@ -186,6 +201,29 @@ struct ChatHandler::Call {
                                {"finish_reason", std::move(finish_reason)}}}));
   }
 
+  // An error answer (before any 200 was sent).
+  void fail(const ApiError& error) {
+    http::HttpResponse r;
+    r.status = error.status.http_status();
+    r.headers = headers();
+    if (r.status == 429 || r.status == 503) r.set_header("Retry-After", "1");
+    r.body = openai_error_body(error.status, error.param, error.code);
+    exchange->respond(r);
+    record("error", r.status);
+  }
+
+  // The client left before anything was sent: nobody reads an answer, but the transport needs
+  // one; 499 is what the logs and metrics show.
+  void abandon() {
+    exchange->close_after();
+    http::HttpResponse r;
+    r.status = 499;
+    r.headers = headers();
+    r.body = openai_error_body(Status(StatusCode::kCancelled, "the client closed the request"));
+    exchange->respond(r);
+    record("cancelled", 499);
+  }
+
   // The request's summary: one log line and its metrics.
   void record(std::string_view result, int status) {
     if (logged) return;
@@ -215,127 +253,69 @@ ChatHandler::ChatHandler(ChatHandlerOptions options, ServingState state, ServerM
       metrics_(metrics),
       fetcher_(options_.fetch) {}
 
-void ChatHandler::handle(const httplib::Request& req, httplib::Response& res) {
+void ChatHandler::handle(http::Exchange& exchange, const std::string& request_id) {
   ++active_;
-  auto call = std::make_shared<Call>();
-  call->handler = this;
-  call->request_id = res.get_header_value("X-Request-Id");
-  call->id = "chatcmpl-" + call->request_id;
-  run(*call, req, res);
-  if (call->stream && !call->client_left && res.status == 200 && call->request.stream) {
-    // Streaming: the content provider owns the call from here.
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [call](size_t, httplib::DataSink& sink) {
-          Call& c = *call;
-          log::ScopedRequestId scoped(c.request_id);
-          auto send = [&](const json& j) {
-            std::string line =
-                "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
-            return sink.write(line.data(), line.size());
-          };
-          auto done = [&](std::string_view result) {
-            if (!sink.write(kDone.data(), kDone.size())) return false;
-            c.record(result, 200);
-            sink.done();
-            return true;
-          };
-          if (!send(c.choice_chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) {
-            return false;
-          }
-          std::string delta = std::move(c.pending);
-          while (!c.finished) {
-            if (!delta.empty() && !send(c.choice_chunk({{"content", delta}}, nullptr))) {
-              return false;
-            }
-            delta.clear();
-            auto e = c.next_event(c.handler->options_.keepalive_interval_ms);
-            if (c.client_left) return false;
-            if (!e) {
-              if (!sink.write(kKeepAlive.data(), kKeepAlive.size())) return false;
-              continue;
-            }
-            delta = c.take(std::move(*e));
-          }
-          if (auto failed = c.failure()) {
-            send({{"error", error_json(*failed)}});
-            return done(c.final_event.finish_reason == engine::FinishReason::kError ? "error"
-                                                                                    : "cancelled");
-          }
-          delta += c.text->finish();
-          if (!delta.empty() && !send(c.choice_chunk({{"content", delta}}, nullptr))) return false;
-          json last = c.choice_chunk(json::object(), c.finish_reason());
-          if (json reason = c.stop_reason(); !reason.is_null()) {
-            last["choices"][0]["stop_reason"] = reason;
-          }
-          if (!send(last)) return false;
-          if (c.request.include_usage) {
-            json usage = c.chunk(json::array());
-            usage["usage"] = usage_json(c.final_event.usage, c.completion_tokens);
-            if (!send(usage)) return false;
-          }
-          return done(c.outcome());
-        },
-        [call](bool) {
-          // Runs when the response is destroyed, streamed or not: a stream that never finished
-          // (client gone, write failed) is recorded as cancelled; ~Call cancels it.
-          if (!call->finished) call->record("cancelled", 499);
-        });
-    res.set_header("Cache-Control", "no-cache");
-    res.set_header("X-Accel-Buffering", "no");
-  }
+  Call call;
+  call.handler = this;
+  call.exchange = &exchange;
+  call.request_id = request_id;
+  call.id = "chatcmpl-" + request_id;
+  run(call);
 }
 
-void ChatHandler::run(Call& call, const httplib::Request& req, httplib::Response& res) {
-  auto fail = [&](const ApiError& error) {
-    send_api_error(res, error);
-    call.record("error", res.status);
-  };
+void ChatHandler::run(Call& call) {
+  const http::HttpRequest& req = call.exchange->request();
   json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded())
-    return fail({invalid_argument("the request body is not valid JSON"), {}, {}});
+    return call.fail({invalid_argument("the request body is not valid JSON"), {}, {}});
   if (!body.is_object()) {
-    return fail({invalid_argument("the request body must be a JSON object"), {}, {}});
+    return call.fail({invalid_argument("the request body must be a JSON object"), {}, {}});
   }
   if (ApiError e = parse_chat_request(body, options_.limits, &call.request); !e.ok()) {
-    return fail(e);
+    return call.fail(e);
   }
+  body = json();  // the images are still in request.images; the parsed tree is not needed
   ChatRequest& r = call.request;
   if (r.model != options_.model_id) {
-    return fail({not_found("the model '" + r.model + "' does not exist; this server serves '" +
-                           options_.model_id + "' (GET /v1/models)"),
-                 "model", "model_not_found"});
+    return call.fail({not_found("the model '" + r.model + "' does not exist; this server serves '" +
+                                options_.model_id + "' (GET /v1/models)"),
+                      "model", "model_not_found"});
   }
   auto prompt = r.prompt_text();
-  if (!prompt.ok()) return fail({prompt.status(), "messages", {}});
+  if (!prompt.ok()) return call.fail({prompt.status(), "messages", {}});
   if (state_.draining()) {
-    return fail({unavailable("the server is shutting down; retry on another replica"), {}, {}});
+    return call.fail(
+        {unavailable("the server is shutting down; retry on another replica"), {}, {}});
   }
   call.engine = state_.engine();
   auto tokenizer = state_.tokenizer();
   if (!call.engine || !tokenizer || call.engine->state() != engine::EngineState::kReady) {
-    return fail({unavailable("the model is still loading; retry shortly"), {}, {}});
+    return call.fail({unavailable("the model is still loading; retry shortly"), {}, {}});
   }
 
   engine::GenerateRequest g;
   g.request_id = call.request_id;
   g.prompt = std::move(prompt).value();
   g.sampling = r.sampling;
-  for (const ImageInput& image : r.images) {
-    auto bytes = fetcher_.fetch(image.url);
-    if (!bytes.ok()) return fail({bytes.status(), image.param, "invalid_image_url"});
+  g.cache_salt = r.cache_salt;
+  // One deadline for all of the request's fetches; they stop when the client leaves or the
+  // server begins to drain.
+  FetchControl control;
+  control.deadline = Clock::now() + milliseconds(options_.fetch.total_timeout_ms);
+  control.cancelled = [&] { return call.gone() || state_.draining(); };
+  for (ImageInput& image : r.images) {
+    auto bytes = fetcher_.fetch(image.url, control);
+    if (call.client_left) return call.abandon();
+    if (!bytes.ok()) return call.fail({bytes.status(), image.param, "invalid_image_url"});
     g.images.push_back(std::move(bytes).value());
+    image.url = std::string();  // a data: URI can be megabytes; its bytes are in g now
   }
-  call.probe =
-      ConnectionProbe::find(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
-  if (!call.probe) {
-    log::get("chat")->warn(
-        "cannot find the connection {}:{} -> {}:{}; a disconnect will only be "
-        "noticed when writing",
-        req.remote_addr, req.remote_port, req.local_addr, req.local_port);
+  if (state_.draining()) {
+    return call.fail(
+        {unavailable("the server is shutting down; retry on another replica"), {}, {}});
   }
   auto submitted = call.engine->submit(std::move(g));
-  if (!submitted.ok()) return fail(from_status(submitted.status()));
+  if (!submitted.ok()) return call.fail(from_status(submitted.status()));
   call.stream = *submitted;
 
   std::vector<int32_t> end_ids = r.sampling.stop_token_ids;
@@ -349,32 +329,25 @@ void ChatHandler::run(Call& call, const httplib::Request& req, httplib::Response
   std::optional<engine::StreamEvent> first;
   while (!first) {
     first = call.next_event(options_.keepalive_interval_ms);
-    if (call.client_left) {
-      res.status = 499;
-      return call.record("cancelled", 499);
-    }
+    if (call.client_left) return call.abandon();
   }
   // Usually the bare "accepted" event; an engine that sends tokens right away is served too.
   call.pending = call.take(std::move(*first));
   if (call.finished && call.final_event.finish_reason == engine::FinishReason::kError) {
     ApiError e = from_status(call.final_event.error);
     if (e.param.empty() && e.status.message().starts_with("image ")) e.param = "messages";
-    return fail(e);
+    return call.fail(e);
   }
-  res.status = 200;
-  if (r.stream) return;  // handle() installs the stream
+  if (r.stream) return stream(call);
 
   // Non-streaming: collect everything, then answer once.
   std::string content = std::move(call.pending);
   while (!call.finished) {
     auto e = call.next_event(options_.keepalive_interval_ms);
-    if (call.client_left) {
-      res.status = 499;
-      return call.record("cancelled", 499);
-    }
+    if (call.client_left) return call.abandon();
     if (e) content += call.take(std::move(*e));
   }
-  if (auto failed = call.failure()) return fail(*failed);
+  if (auto failed = call.failure()) return call.fail(*failed);
   content += call.text->finish();
   json choice = {{"index", 0},
                  {"message", {{"role", "assistant"}, {"content", content}, {"refusal", nullptr}}},
@@ -388,8 +361,50 @@ void ChatHandler::run(Call& call, const httplib::Request& req, httplib::Response
                  {"system_fingerprint", system_fingerprint()},
                  {"choices", json::array({choice})},
                  {"usage", usage_json(call.final_event.usage, call.completion_tokens)}};
-  res.set_content(answer.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+  http::HttpResponse response;
+  response.headers = call.headers();
+  response.body = dump(answer);
+  if (!call.exchange->respond(response)) return call.record("cancelled", 499);
   call.record(call.outcome(), 200);
+}
+
+void ChatHandler::stream(Call& c) {
+  SseWriter sse(*c.exchange);
+  // A write that fails means the client left: the request is recorded as cancelled and ~Call
+  // cancels it in the engine.
+  auto left = [&] { return c.record("cancelled", 499); };
+  if (!sse.start(c.headers())) return left();
+  if (!sse.event(c.choice_chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) return left();
+  std::string delta = std::move(c.pending);
+  while (!c.finished) {
+    if (!delta.empty() && !sse.event(c.choice_chunk({{"content", delta}}, nullptr))) return left();
+    delta.clear();
+    auto e = c.next_event(options_.keepalive_interval_ms);
+    if (c.client_left) return left();
+    if (!e) {
+      if (!sse.keep_alive()) return left();
+      continue;
+    }
+    delta = c.take(std::move(*e));
+  }
+  if (auto failed = c.failure()) {
+    sse.event({{"error", error_json(*failed)}});
+    if (!sse.done()) return left();
+    return c.record(
+        c.final_event.finish_reason == engine::FinishReason::kError ? "error" : "cancelled", 200);
+  }
+  delta += c.text->finish();
+  if (!delta.empty() && !sse.event(c.choice_chunk({{"content", delta}}, nullptr))) return left();
+  json last = c.choice_chunk(json::object(), c.finish_reason());
+  if (json reason = c.stop_reason(); !reason.is_null()) last["choices"][0]["stop_reason"] = reason;
+  if (!sse.event(last)) return left();
+  if (c.request.include_usage) {
+    json usage = c.chunk(json::array());
+    usage["usage"] = usage_json(c.final_event.usage, c.completion_tokens);
+    if (!sse.event(usage)) return left();
+  }
+  if (!sse.done()) return left();
+  c.record(c.outcome(), 200);
 }
 
 }  // namespace dsocr::server

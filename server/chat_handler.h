@@ -6,13 +6,16 @@
 //   -> either one JSON body, or an SSE stream: role chunk, content chunks, the finish chunk, the
 //   usage chunk when asked, "data: [DONE]", with ": keep-alive" comments while nothing happens.
 //
-// The client going away (noticed by probing its socket while waiting, and by failed writes while
-// streaming) cancels the request, which frees its KV cache on the engine's next step. Stop
-// strings end generation early: the request is cancelled and the completion cut before them.
-// Nothing here throws to cpp-httplib; internal failures are 500s (or a mid-stream error event).
+// The client going away cancels the request at whatever stage it is in: image fetches stop
+// (one deadline covers all of a request's fetches), and the engine request is cancelled whether it
+// is still being prepared, waiting or running, which frees its KV cache on the engine's next step.
+// The client is probed (http::Exchange::client_gone) at least every disconnect_poll_ms while
+// anything waits, and every failed write counts too. Stop strings end generation early: the
+// request is cancelled and the completion cut before them. Nothing here throws to the transport;
+// internal failures are 500s (or a mid-stream error event).
 //
-// Thread-safety: one ChatHandler serves all HTTP worker threads concurrently; per-request state
-// lives on the handling thread (and, for streams, in the content provider it installs).
+// Thread-safety: one ChatHandler serves all handler threads concurrently; per-request state lives
+// on the handling thread.
 #pragma once
 
 #include <atomic>
@@ -26,10 +29,9 @@
 #include "server/server_metrics.h"
 #include "tokenizer/tokenizer.h"
 
-namespace httplib {
-struct Request;
-struct Response;
-}  // namespace httplib
+namespace dsocr::server::http {
+class Exchange;
+}  // namespace dsocr::server::http
 
 namespace dsocr::server {
 
@@ -51,14 +53,16 @@ struct ServingState {
 class ChatHandler {
  public:
   ChatHandler(ChatHandlerOptions options, ServingState state, ServerMetrics* metrics);
-  void handle(const httplib::Request& req, httplib::Response& res);
+  // Answers one request; `request_id` is echoed in X-Request-Id and prefixes its log lines.
+  void handle(http::Exchange& exchange, const std::string& request_id);
 
   // Chat requests between arrival and their last byte written (for draining).
   int64_t active() const { return active_.load(); }
 
  private:
   struct Call;
-  void run(Call& call, const httplib::Request& req, httplib::Response& res);
+  void run(Call& call);
+  void stream(Call& call);
 
   ChatHandlerOptions options_;
   ServingState state_;
@@ -66,8 +70,5 @@ class ChatHandler {
   ImageFetcher fetcher_;
   std::atomic<int64_t> active_{0};
 };
-
-// Sets an OpenAI error body and status; 429 and 503 get a Retry-After header.
-void send_api_error(httplib::Response& res, const ApiError& error);
 
 }  // namespace dsocr::server

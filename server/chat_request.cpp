@@ -275,6 +275,13 @@ ApiError parse_chat_request(const json& body, const ChatLimits& limits, ChatRequ
     }
     r.task = task->get<std::string>();
   }
+  if (auto salt = body.find("cache_salt"); salt != body.end() && !salt->is_null()) {
+    if (!salt->is_string() || salt->get_ref<const std::string&>().empty() ||
+        salt->get_ref<const std::string&>().size() > 1024) {
+      return field_error("cache_salt", "must be a non-empty string of at most 1024 bytes");
+    }
+    r.cache_salt = salt->get<std::string>();
+  }
   if (Status s = r.sampling.validate(); !s.ok()) return {s, {}, {}};
   *out = std::move(r);
   return {};

@@ -2,7 +2,7 @@
 //
 // The accepted fields follow OpenAI's Chat Completions request; vLLM/SGLang-style extensions
 // (top_k, min_p, repetition_penalty, skip_special_tokens, stop_token_ids) and ours (ngram_size,
-// ngram_window, ngram_whitelist, loop_min_span, loop_max_period, task) are read from the top
+// ngram_window, ngram_whitelist, loop_min_span, loop_max_period, task, cache_salt) are read from the top
 // level, where the SDKs' `extra_body` puts them. Unknown fields are ignored; a known field with a
 // wrong type or value is an error naming it in `param` ("messages[0].content[1].image_url.url").
 //
@@ -56,6 +56,10 @@ struct ChatRequest {
   bool stream = false;
   bool include_usage = false;
   bool skip_special_tokens = false;  // OCR keeps its grounding tags by default (spec §10.1)
+  // Requests share cached KV blocks of identical prefixes only with requests of the same salt
+  // (vLLM's extension of the same name): a tenant that sets one cannot learn from cached_tokens
+  // what others sent. Empty: the shared cache.
+  std::string cache_salt;
 
   // The prompt text for the engine, one "<image>" marker per image (tokenizer/ocr_prompt.h).
   StatusOr<std::string> prompt_text() const;

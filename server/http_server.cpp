@@ -1,20 +1,18 @@
 #include "server/http_server.h"
 
-#include <httplib.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <ctime>
-#include <exception>
+#include <functional>
 #include <mutex>
 #include <random>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "common/logging.h"
 #include "server/chat_handler.h"
+#include "server/http/http_listener.h"
 #include "server/openai_errors.h"
 #include "server/server_metrics.h"
 
@@ -22,13 +20,41 @@ namespace dsocr::server {
 namespace {
 
 using json = nlohmann::json;
+using http::Exchange;
+using http::HttpRequest;
+using http::HttpResponse;
+
 constexpr const char* kJson = "application/json";
 
 bool is_quiet_route(const std::string& path) { return path == "/health" || path == "/metrics"; }
 
-void send_error(httplib::Response& res, const Status& status, std::string_view param = {},
-                std::string_view code = {}) {
-  send_api_error(res, {status, std::string(param), std::string(code)});
+HttpResponse error_response(const ApiError& error) {
+  HttpResponse r;
+  r.status = error.status.http_status();
+  if (r.status == 429 || r.status == 503) r.set_header("Retry-After", "1");
+  r.body = openai_error_body(error.status, error.param, error.code);
+  return r;
+}
+
+HttpResponse error_response(const Status& status, std::string_view param = {},
+                            std::string_view code = {}) {
+  return error_response(ApiError{status, std::string(param), std::string(code)});
+}
+
+// An error status the transport produced itself, in the OpenAI shape.
+HttpResponse transport_error(int http_status, std::string_view message) {
+  HttpResponse r;
+  r.status = http_status;
+  if (http_status == 429 || http_status == 503) r.set_header("Retry-After", "1");
+  r.body = openai_error_body(Status(status_code_for_http(http_status), std::string(message)));
+  return r;
+}
+
+HttpResponse json_response(const json& body, int status = 200) {
+  HttpResponse r;
+  r.status = status;
+  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  return r;
 }
 
 }  // namespace
@@ -54,11 +80,17 @@ bool constant_time_equals(std::string_view a, std::string_view b) {
 }
 
 struct HttpServer::Impl {
+  // A route's answer: a plain response, or (chat) one written through the exchange itself.
+  using RouteHandler = std::function<void(Exchange&, const std::string& request_id)>;
+  struct Route {
+    std::string method;
+    std::string path;
+    RouteHandler handler;
+  };
+
   ServerConfig config;
   ServedModel model;
   MetricsRegistry* metrics;
-  httplib::Server http;
-  int bound_port = -1;
   std::shared_ptr<spdlog::logger> logger = log::get("http");
   MetricFamily<Counter>& requests;
   ServerMetrics server_metrics;
@@ -68,9 +100,9 @@ struct HttpServer::Impl {
   std::shared_ptr<engine::Engine> engine;                 // guarded by mu
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // guarded by mu
   std::atomic<bool> draining{false};
-  bool stop_requested = false;       // guarded by mu
-  std::atomic<bool> serving{false};  // serve() is between its start and its return
   ChatHandler chat;
+  std::vector<Route> routes;
+  std::unique_ptr<http::HttpListener> listener;
 
   Impl(ServerConfig c, ServedModel m, MetricsRegistry* registry)
       : config(std::move(c)),
@@ -81,7 +113,32 @@ struct HttpServer::Impl {
                                    {"route", "status"})),
         server_metrics(registry),
         chat(chat_options(), serving_state(), &server_metrics) {
-    install_routes();
+    add_routes();
+    listener = std::make_unique<http::HttpListener>(
+        listener_options(), http::HttpListener::Hooks{
+                                .filter = [this](const HttpRequest& head) { return filter(head); },
+                                .handler = [this](Exchange& ex) { handle(ex); },
+                                .error_response = transport_error,
+                                .on_rejected =
+                                    [this](int status, std::string_view message) {
+                                      requests.labels({"other", std::to_string(status)}).inc();
+                                      logger->info("rejected with {}: {}", status, message);
+                                    }});
+  }
+
+  http::ListenerOptions listener_options() const {
+    http::ListenerOptions o;
+    o.host = config.host;
+    o.port = static_cast<int>(config.port);
+    o.max_connections = static_cast<size_t>(config.max_connections);
+    o.header_timeout = std::chrono::milliseconds(config.header_timeout_s * 1000);
+    o.body_timeout = std::chrono::milliseconds(config.body_timeout_s * 1000);
+    o.idle_timeout = std::chrono::milliseconds(config.idle_timeout_s * 1000);
+    o.write_timeout = std::chrono::milliseconds(config.write_timeout_s * 1000);
+    o.max_buffered_body_bytes = config.max_buffered_body_bytes;
+    o.spare_handler_threads = static_cast<size_t>(config.http_threads);
+    o.limits.max_body_bytes = config.max_body_bytes;
+    return o;
   }
 
   ChatHandlerOptions chat_options() const {
@@ -131,9 +188,9 @@ struct HttpServer::Impl {
     return {"unhealthy", ""};
   }
 
-  bool authorized(const httplib::Request& req) const {
+  bool authorized(const HttpRequest& req) const {
     if (config.api_key.empty()) return true;
-    const std::string header = req.get_header_value("Authorization");
+    const std::string header = req.header("Authorization");
     constexpr std::string_view kBearer = "Bearer ";
     if (header.size() <= kBearer.size() || header.compare(0, kBearer.size(), kBearer) != 0) {
       return false;
@@ -141,154 +198,157 @@ struct HttpServer::Impl {
     return constant_time_equals(std::string_view(header).substr(kBearer.size()), config.api_key);
   }
 
-  void install_routes() {
-    http.new_task_queue = [n = config.http_threads] {
-      return new httplib::ThreadPool(static_cast<size_t>(n));
-    };
-    http.set_payload_max_length(static_cast<size_t>(config.max_body_bytes));
-    http.set_read_timeout(60, 0);
-    http.set_write_timeout(60, 0);
+  const Route* find_route(const std::string& method, const std::string& path) const {
+    // HEAD is answered like GET, without the body.
+    const std::string& m = method == "HEAD" ? std::string("GET") : method;
+    for (const Route& r : routes)
+      if (r.path == path && r.method == m) return &r;
+    return nullptr;
+  }
 
-    // Every request: id, authentication, then routing. The id is stored in a header of the
-    // response so that the logger (which runs after the handler) can find it.
-    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      res.set_header("X-Request-Id",
-                     sanitize_or_generate_request_id(req.get_header_value("X-Request-Id")));
-      if (!is_quiet_route(req.path) && !authorized(req)) {
-        send_error(res,
-                   unauthenticated("missing or wrong API key (send 'Authorization: Bearer KEY')"),
-                   {}, "invalid_api_key");
-        return httplib::Server::HandlerResponse::Handled;
+  // Label for metrics: a known route or "other", never a client-chosen path.
+  std::string route_label(const std::string& path) const {
+    for (const Route& r : routes)
+      if (r.path == path) return r.path;
+    return "other";
+  }
+
+  // Requests answered from their head alone: authentication, unknown routes and methods.
+  std::optional<HttpResponse> filter(const HttpRequest& head) {
+    std::optional<HttpResponse> answer;
+    if (!is_quiet_route(head.path) && !authorized(head)) {
+      answer = error_response(
+          unauthenticated("missing or wrong API key (send 'Authorization: Bearer KEY')"), {},
+          "invalid_api_key");
+    } else if (!find_route(head.method, head.path)) {
+      const bool path_known = route_label(head.path) != "other";
+      answer = path_known
+                   ? transport_error(405, "method " + head.method + " not allowed on " + head.path)
+                   : error_response(not_found("no route " + head.method + " " + head.path));
+    }
+    if (answer) {
+      const std::string id = sanitize_or_generate_request_id(head.header("X-Request-Id"));
+      answer->set_header("X-Request-Id", id);
+      requests.labels({route_label(head.path), std::to_string(answer->status)}).inc();
+      if (!is_quiet_route(head.path)) {
+        log::ScopedRequestId scoped(id);
+        logger->info("{} {} {} (answered before the body) from {}", head.method, head.path,
+                     answer->status, head.remote_addr);
       }
-      return httplib::Server::HandlerResponse::Unhandled;
-    });
+    }
+    return answer;
+  }
 
-    http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+  void handle(Exchange& ex) {
+    const HttpRequest& req = ex.request();
+    const std::string id = sanitize_or_generate_request_id(req.header("X-Request-Id"));
+    log::ScopedRequestId scoped(id);
+    const Route* route = find_route(req.method, req.path);
+    if (route == nullptr) {  // the filter answers these; kept for safety
+      reply(ex, id, error_response(not_found("no route " + req.method + " " + req.path)));
+    } else {
+      try {
+        route->handler(ex, id);
+      } catch (const std::exception& e) {
+        logger->error("{} {}: internal error: {}", req.method, req.path, e.what());
+        if (!ex.answered()) reply(ex, id, error_response(internal_error("internal server error")));
+      }
+    }
+    if (!ex.answered()) reply(ex, id, error_response(internal_error("internal server error")));
+    requests.labels({route_label(req.path), std::to_string(ex.status())}).inc();
+    // Chat requests log their own, richer summary line (server/chat_handler.cpp).
+    if (is_quiet_route(req.path) || req.path == "/v1/chat/completions") return;
+    logger->info("{} {} {} ({} bytes in, {} out) from {}", req.method, req.path, ex.status(),
+                 req.body.size(), ex.bytes_sent(), req.remote_addr);
+  }
+
+  static void reply(Exchange& ex, const std::string& id, HttpResponse response) {
+    response.set_header("X-Request-Id", id);
+    ex.respond(response);
+  }
+
+  void add_routes() {
+    auto simple = [this](std::string method, std::string path,
+                         std::function<HttpResponse(const HttpRequest&)> fn) {
+      routes.push_back({std::move(method), std::move(path),
+                        [fn = std::move(fn)](Exchange& ex, const std::string& id) {
+                          reply(ex, id, fn(ex.request()));
+                        }});
+    };
+
+    simple("GET", "/health", [this](const HttpRequest&) {
       auto [status, reason] = health();
       json body = {{"status", status}, {"model", model.id}};
       if (!reason.empty()) body["reason"] = reason;
-      res.status = status == "ok" ? 200 : 503;
-      if (res.status == 503) res.set_header("Retry-After", "5");
-      res.set_content(body.dump(), kJson);
+      HttpResponse r = json_response(body, status == "ok" ? 200 : 503);
+      if (r.status == 503) r.set_header("Retry-After", "5");
+      return r;
     });
 
-    http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    simple("GET", "/v1/models", [this](const HttpRequest&) {
       json entry = {{"id", model.id},
                     {"object", "model"},
                     {"created", std::chrono::system_clock::to_time_t(started)},
                     {"owned_by", "dsocr"}};
       if (auto e = current_engine()) entry["max_model_len"] = e->max_model_len();
-      res.set_content(json{{"object", "list"}, {"data", json::array({entry})}}.dump(), kJson);
+      return json_response({{"object", "list"}, {"data", json::array({entry})}});
     });
 
-    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    simple("GET", "/metrics", [this](const HttpRequest&) {
       if (auto e = current_engine()) {
         engine::EngineStats stats = e->stats();
         server_metrics.refresh(&stats);
       } else {
         server_metrics.refresh(nullptr);
       }
-      res.set_content(metrics->render(), "text/plain; version=0.0.4; charset=utf-8");
+      HttpResponse r;
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = metrics->render();
+      return r;
     });
 
-    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      chat.handle(req, res);
-    });
+    routes.push_back({"POST", "/v1/chat/completions",
+                      [this](Exchange& ex, const std::string& id) { chat.handle(ex, id); }});
 
-    http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    simple("POST", "/tokenize", [this](const HttpRequest& req) {
       auto tok = current_tokenizer();
-      if (!tok) return send_error(res, unavailable("the model is still loading"));
+      if (!tok) return error_response(unavailable("the model is still loading"));
       json body = json::parse(req.body, nullptr, false);
       if (body.is_discarded() || !body.is_object()) {
-        return send_error(res, invalid_argument("the body must be a JSON object"));
+        return error_response(invalid_argument("the body must be a JSON object"));
       }
       auto prompt = body.find("prompt");
       if (prompt == body.end() || !prompt->is_string()) {
-        return send_error(res, invalid_argument("prompt: must be a string"), "prompt");
+        return error_response(invalid_argument("prompt: must be a string"), "prompt");
       }
       std::vector<int32_t> ids = tok->encode(prompt->get<std::string>());
       json out = {{"tokens", ids}, {"count", ids.size()}};
       if (auto e = current_engine()) out["max_model_len"] = e->max_model_len();
-      res.set_content(out.dump(), kJson);
+      return json_response(out);
     });
 
-    http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    simple("POST", "/detokenize", [this](const HttpRequest& req) {
       auto tok = current_tokenizer();
-      if (!tok) return send_error(res, unavailable("the model is still loading"));
+      if (!tok) return error_response(unavailable("the model is still loading"));
       json body = json::parse(req.body, nullptr, false);
       if (body.is_discarded() || !body.is_object()) {
-        return send_error(res, invalid_argument("the body must be a JSON object"));
+        return error_response(invalid_argument("the body must be a JSON object"));
       }
       auto tokens = body.find("tokens");
       if (tokens == body.end() || !tokens->is_array()) {
-        return send_error(res, invalid_argument("tokens: must be an array of token ids"), "tokens");
+        return error_response(invalid_argument("tokens: must be an array of token ids"), "tokens");
       }
       std::vector<int32_t> ids;
       for (const json& t : *tokens) {
         if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
             t.get<int64_t>() >= tok->vocab_size()) {
-          return send_error(res,
-                            invalid_argument("tokens: every id must be an integer in [0, " +
-                                             std::to_string(tok->vocab_size()) + ")"),
-                            "tokens");
+          return error_response(invalid_argument("tokens: every id must be an integer in [0, " +
+                                                 std::to_string(tok->vocab_size()) + ")"),
+                                "tokens");
         }
         ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
       }
-      json out = {{"prompt", tok->decode(ids)}};
-      res.set_content(out.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
-    });
-
-    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-      // Only statuses httplib produced itself reach here without a body (404 no route, 413, 400
-      // unparseable request line); bodies our handlers set are kept.
-      if (!res.body.empty() || res.status == 499) return;
-      if (res.status == 404) {
-        send_error(res, not_found("no route " + req.method + " " + req.path));
-      } else if (res.status == 413) {
-        // cpp-httplib caps form-encoded bodies far below our limit: curl -d without a
-        // Content-Type header sends exactly that.
-        const bool form =
-            req.get_header_value("Content-Type") == "application/x-www-form-urlencoded";
-        send_error(res, payload_too_large(
-                            form ? "form-encoded request bodies are limited to 8 KiB; send JSON "
-                                   "with 'Content-Type: application/json'"
-                                 : "request body larger than the server's limit"));
-      } else if (res.status == 405) {
-        send_error(res, Status(StatusCode::kInvalidArgument, "method not allowed"));
-        res.status = 405;
-      } else if (res.status >= 400 && res.status < 500) {
-        int code = res.status;
-        send_error(res, invalid_argument("malformed HTTP request"));
-        res.status = code;
-      }
-    });
-
-    http.set_exception_handler(
-        [this](const httplib::Request& req, httplib::Response& res, const std::exception_ptr& ep) {
-          std::string what = "unknown exception";
-          try {
-            if (ep) std::rethrow_exception(ep);
-          } catch (const std::exception& e) {
-            what = e.what();
-          } catch (...) {
-          }
-          log::ScopedRequestId id(res.get_header_value("X-Request-Id"));
-          logger->error("{} {}: internal error: {}", req.method, req.path, what);
-          send_error(res, internal_error("internal server error"));
-        });
-
-    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      std::string route = req.path;
-      if (route != "/health" && route != "/metrics" && route != "/v1/models" &&
-          route != "/v1/chat/completions" && route != "/tokenize" && route != "/detokenize") {
-        route = "other";  // bounded label cardinality: never a client-chosen path
-      }
-      requests.labels({route, std::to_string(res.status)}).inc();
-      // Chat requests log their own, richer summary line (server/chat_handler.cpp).
-      if (is_quiet_route(req.path) || req.path == "/v1/chat/completions") return;
-      log::ScopedRequestId id(res.get_header_value("X-Request-Id"));
-      logger->info("{} {} {} ({} bytes in, {} out) from {}", req.method, req.path, res.status,
-                   req.body.size(), res.body.size(), req.remote_addr);
+      return json_response({{"prompt", tok->decode(ids)}});
     });
   }
 };
@@ -298,45 +358,14 @@ HttpServer::HttpServer(ServerConfig config, ServedModel model, MetricsRegistry* 
 
 HttpServer::~HttpServer() { stop(); }
 
-Status HttpServer::bind() {
-  const auto& c = impl_->config;
-  int port = c.port == 0 ? impl_->http.bind_to_any_port(c.host)
-                         : (impl_->http.bind_to_port(c.host, static_cast<int>(c.port))
-                                ? static_cast<int>(c.port)
-                                : -1);
-  if (port < 0) {
-    return unavailable("cannot listen on " + c.host + ":" + std::to_string(c.port) +
-                       " (address in use, or not an address of this machine?)");
-  }
-  impl_->bound_port = port;
-  return Status();
-}
+Status HttpServer::bind() { return impl_->listener->bind(); }
 
-int HttpServer::port() const { return impl_->bound_port; }
+int HttpServer::port() const { return impl_->listener->port(); }
 
-void HttpServer::serve() {
-  {
-    std::lock_guard lock(impl_->mu);
-    if (impl_->stop_requested) return;
-    impl_->serving = true;
-  }
-  impl_->http.listen_after_bind();
-  impl_->serving = false;
-}
+void HttpServer::serve() { impl_->listener->serve(); }
 
 void HttpServer::stop() {
-  if (!impl_) return;
-  {
-    std::lock_guard lock(impl_->mu);
-    impl_->stop_requested = true;
-    if (!impl_->serving) return;
-  }
-  // serve() is inside listen_after_bind(), or about to enter it: httplib's stop() does nothing
-  // until the listener runs, so repeat it until serve() has returned.
-  while (impl_->serving) {
-    impl_->http.stop();
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  if (impl_) impl_->listener->stop();
 }
 
 void HttpServer::set_engine(std::shared_ptr<engine::Engine> engine,
@@ -349,5 +378,7 @@ void HttpServer::set_engine(std::shared_ptr<engine::Engine> engine,
 void HttpServer::begin_drain() { impl_->draining = true; }
 
 int64_t HttpServer::active_chat_requests() const { return impl_->chat.active(); }
+
+size_t HttpServer::open_connections() const { return impl_->listener->open_connections(); }
 
 }  // namespace dsocr::server

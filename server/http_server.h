@@ -1,10 +1,13 @@
-// HttpServer: dsocr-server's HTTP front end on cpp-httplib.
+// HttpServer: dsocr-server's routes on its own HTTP/1.1 transport (server/http/http_listener.h:
+// bounded header/body/idle times, a connection cap, pipelining, a handler thread per request).
 //
 // Routes: POST /v1/chat/completions (server/chat_handler.h), GET /v1/models, GET /health,
 // GET /metrics, POST /tokenize, POST /detokenize. Every response that is not a success has the
 // OpenAI error shape (server/openai_errors.h), unknown routes included. Handlers never let an
-// exception escape: the exception handler turns one into a 500 with the same shape, and the
-// server keeps serving.
+// exception escape: one that does becomes a 500 with the same shape, and the server keeps serving.
+// Requests refused from their head alone (wrong API key, unknown route or method) are answered
+// before their body is read, with "Connection: close", so an unread body never poisons the
+// connection's next request.
 //
 // The server listens before the model has loaded: /health answers 503 "loading" (and chat 503
 // with Retry-After) until set_engine(). begin_drain() (SIGTERM) makes /health and new chat
@@ -16,7 +19,7 @@
 // per request, except for /health and /metrics (probes and scrapers would drown the log).
 //
 // Thread-safety: bind() and serve() are called once, from one thread; everything else from any
-// thread. Handlers run on the HTTP thread pool.
+// thread. Handlers run on the transport's handler threads.
 #pragma once
 
 #include <memory>
@@ -57,6 +60,8 @@ class HttpServer {
   void begin_drain();
   // Chat requests still being answered (streams included).
   int64_t active_chat_requests() const;
+  // Open client connections (for logs while draining).
+  size_t open_connections() const;
 
  private:
   struct Impl;

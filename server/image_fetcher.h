@@ -18,6 +18,8 @@
 #pragma once
 
 #include <cstdint>
+#include <chrono>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -34,10 +36,16 @@ struct ImageFetchOptions {
   std::string allowed_local_media_dir;  // empty: file:// URLs are refused
 };
 
+struct FetchControl {  // TEMP until fetch merges
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::function<bool()> cancelled;
+};
+
 class ImageFetcher {
  public:
   explicit ImageFetcher(ImageFetchOptions options);
   StatusOr<std::string> fetch(std::string_view url) const;
+  StatusOr<std::string> fetch(std::string_view url, const FetchControl&) const { return fetch(url); }
   const ImageFetchOptions& options() const { return options_; }
 
  private:

@@ -1,5 +1,7 @@
 // dsocr-server: parse flags, resolve the model, start the HTTP server, stop cleanly on SIGINT or
 // SIGTERM (exit 0).
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -38,6 +40,28 @@ std::filesystem::path model_files_dir() {
   return DSOCR_DEFAULT_MODEL_FILES_DIR;
 }
 
+// Every connection is a descriptor: raise the soft limit to the hard one, and keep the connection
+// cap below what that allows (images, weights and the engine need descriptors too).
+void fit_connection_cap_to_descriptors(dsocr::server::ServerConfig* config,
+                                       const std::shared_ptr<spdlog::logger>& logger) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  constexpr int64_t kReserved = 256;
+  const int64_t usable = static_cast<int64_t>(limit.rlim_cur) - kReserved;
+  if (limit.rlim_cur != RLIM_INFINITY && config->max_connections > usable) {
+    logger->warn(
+        "--max-connections {} lowered to {}: the process may open {} descriptors "
+        "(raise it with ulimit -n)",
+        config->max_connections, std::max<int64_t>(usable, 16), limit.rlim_cur);
+    config->max_connections = std::max<int64_t>(usable, 16);
+  }
+}
+
 int run(int argc, char** argv) {
   using namespace dsocr;
   // Block the stop signals in every thread; one thread waits for them with sigwait, so shutdown
@@ -67,6 +91,7 @@ int run(int argc, char** argv) {
   }
   auto logger = log::get("server");
   logger->info("{}", build_summary());
+  fit_connection_cap_to_descriptors(&*config, logger);
 
   engine::DeviceInfo devices = engine::probe_devices();
   logger->info("compute: {}", devices.summary());
@@ -137,6 +162,7 @@ int run(int argc, char** argv) {
     options.scheduler.max_num_batched_tokens = config->max_num_batched_tokens;
     options.vision_threads = static_cast<size_t>(config->vision_threads);
     options.max_queued_requests = static_cast<size_t>(config->max_queued_requests);
+    options.max_pending_image_bytes = config->max_pending_image_bytes;
     options.torch_threads = static_cast<int>(config->torch_threads);
     auto created = engine::Engine::create(options);
     if (!created.ok()) {

@@ -41,4 +41,30 @@ std::string openai_error_body(const Status& status, std::string_view param, std:
                                                nlohmann::json::error_handler_t::replace);
 }
 
+StatusCode status_code_for_http(int http_status) {
+  switch (http_status) {
+    case 401:
+      return StatusCode::kUnauthenticated;
+    case 403:
+      return StatusCode::kPermissionDenied;
+    case 404:
+      return StatusCode::kNotFound;
+    case 413:
+      return StatusCode::kPayloadTooLarge;
+    case 429:
+      return StatusCode::kResourceExhausted;
+    case 499:
+      return StatusCode::kCancelled;
+    case 501:
+    case 505:
+      return StatusCode::kUnimplemented;
+    case 503:
+      return StatusCode::kUnavailable;
+    case 504:
+      return StatusCode::kDeadlineExceeded;
+    default:
+      return http_status < 500 ? StatusCode::kInvalidArgument : StatusCode::kInternal;
+  }
+}
+
 }  // namespace dsocr::server

@@ -20,4 +20,8 @@ std::string_view openai_error_type(StatusCode code);
 std::string openai_error_body(const Status& status, std::string_view param = {},
                               std::string_view code = {});
 
+// The Status code whose HTTP status and OpenAI type fit an HTTP error status the transport
+// produces itself (408, 414, 431, 505...): kInvalidArgument for other 4xx, kInternal for other 5xx.
+StatusCode status_code_for_http(int http_status);
+
 }  // namespace dsocr::server

@@ -20,6 +20,15 @@ Status ServerConfig::validate() const {
   if (model.empty()) return invalid_argument("--model must not be empty");
   DSOCR_RETURN_IF_ERROR(in_range("port", port, 0, 65535));
   DSOCR_RETURN_IF_ERROR(in_range("http-threads", http_threads, 1, 8192));
+  DSOCR_RETURN_IF_ERROR(in_range("max-connections", max_connections, 1, 1 << 20));
+  DSOCR_RETURN_IF_ERROR(in_range("header-timeout", header_timeout_s, 1, 3600));
+  DSOCR_RETURN_IF_ERROR(in_range("body-timeout", body_timeout_s, 1, 86'400));
+  DSOCR_RETURN_IF_ERROR(in_range("idle-timeout", idle_timeout_s, 1, 86'400));
+  DSOCR_RETURN_IF_ERROR(in_range("write-timeout", write_timeout_s, 1, 86'400));
+  DSOCR_RETURN_IF_ERROR(
+      in_range("max-buffered-body-bytes", max_buffered_body_bytes, 1024, 1ll << 40));
+  DSOCR_RETURN_IF_ERROR(
+      in_range("max-pending-image-bytes", max_pending_image_bytes, 1 << 20, 1ll << 40));
   DSOCR_RETURN_IF_ERROR(in_range("max-body-bytes", max_body_bytes, 1024, 1ll << 34));
   DSOCR_RETURN_IF_ERROR(in_range("keepalive-interval-ms", keepalive_interval_ms, 10, 600'000));
   DSOCR_RETURN_IF_ERROR(in_range("drain-timeout", drain_timeout_s, 0, 86'400));
@@ -64,9 +73,28 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
                    "require 'Authorization: Bearer KEY' on every route but /health and /metrics",
                    "DSOCR_API_KEY");
   flags.add_int("http-threads", &c.http_threads,
-                "HTTP worker threads: the most connections served at once", "DSOCR_HTTP_THREADS");
-  flags.add_int("max-body-bytes", &c.max_body_bytes, "largest request body accepted (413 above)",
+                "request handler threads kept while idle (each request being answered has its "
+                "own; more start on demand)",
+                "DSOCR_HTTP_THREADS");
+  flags.add_int("max-connections", &c.max_connections,
+                "open client connections at most (503 and close above)", "DSOCR_MAX_CONNECTIONS");
+  flags.add_int("header-timeout", &c.header_timeout_s,
+                "seconds from a request's first byte to the end of its headers (408 after)",
+                "DSOCR_HEADER_TIMEOUT");
+  flags.add_int("body-timeout", &c.body_timeout_s,
+                "seconds for a whole request body to arrive (408 after)", "DSOCR_BODY_TIMEOUT");
+  flags.add_int("idle-timeout", &c.idle_timeout_s,
+                "seconds a keep-alive connection may wait for its next request",
+                "DSOCR_IDLE_TIMEOUT");
+  flags.add_int("write-timeout", &c.write_timeout_s,
+                "seconds a response write may make no progress before the client counts as gone",
+                "DSOCR_WRITE_TIMEOUT");
+  flags.add_int("max-body-bytes", &c.max_body_bytes,
+                "largest request body accepted, after any chunked or gzip decoding (413 above)",
                 "DSOCR_MAX_BODY_BYTES");
+  flags.add_int("max-buffered-body-bytes", &c.max_buffered_body_bytes,
+                "request bodies held by the server at once (503 above)",
+                "DSOCR_MAX_BUFFERED_BODY_BYTES");
   flags.add_int("keepalive-interval-ms", &c.keepalive_interval_ms,
                 "SSE ': keep-alive' comment period while a stream waits", "DSOCR_KEEPALIVE_MS");
   flags.add_int("drain-timeout", &c.drain_timeout_s,
@@ -95,6 +123,9 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
   flags.add_int("max-queued-requests", &c.max_queued_requests,
                 "requests waiting for image preparation before new ones get 429",
                 "DSOCR_MAX_QUEUED_REQUESTS");
+  flags.add_int("max-pending-image-bytes", &c.max_pending_image_bytes,
+                "image bytes and pixels of requests accepted but not yet running (429 above)",
+                "DSOCR_MAX_PENDING_IMAGE_BYTES");
   flags.add_int("num-kv-blocks", &c.num_kv_blocks, "KV-cache blocks (0: size from free memory)",
                 "DSOCR_NUM_KV_BLOCKS");
   flags.add_double("kv-memory-fraction", &c.kv_memory_fraction,
