@@ -93,6 +93,8 @@ struct HttpServer::Impl {
   MetricsRegistry* metrics;
   std::shared_ptr<spdlog::logger> logger = log::get("http");
   MetricFamily<Counter>& requests;
+  Gauge& open_connections;
+  Gauge& requests_in_flight;
   ServerMetrics server_metrics;
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
@@ -111,6 +113,14 @@ struct HttpServer::Impl {
         requests(registry->counter("dsocr_http_requests_total",
                                    "HTTP requests answered, by route and status.",
                                    {"route", "status"})),
+        open_connections(registry
+                             ->gauge("dsocr_http_open_connections",
+                                     "Open client connections (idle keep-alive ones included).")
+                             .labels({})),
+        requests_in_flight(registry
+                               ->gauge("dsocr_http_requests_in_flight",
+                                       "HTTP requests being answered (streams included).")
+                               .labels({})),
         server_metrics(registry),
         chat(chat_options(), serving_state(), &server_metrics) {
     add_routes();
@@ -301,6 +311,8 @@ struct HttpServer::Impl {
       } else {
         server_metrics.refresh(nullptr);
       }
+      open_connections.set(static_cast<double>(listener->open_connections()));
+      requests_in_flight.set(static_cast<double>(listener->requests_in_flight()));
       HttpResponse r;
       r.content_type = "text/plain; version=0.0.4; charset=utf-8";
       r.body = metrics->render();

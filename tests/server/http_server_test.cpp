@@ -142,3 +142,22 @@ TEST_CASE("openai_error_body", "[http]") {
 
 }  // namespace
 }  // namespace dsocr::server
+
+namespace dsocr::server {
+namespace {
+
+TEST_CASE("HTTP: /metrics counts open connections and requests in flight", "[http]") {
+  RunningServer s;
+  auto idle = s.client();
+  idle.set_keep_alive(true);
+  REQUIRE(idle.Get("/health"));  // a kept-alive connection that now idles
+  auto c = s.client();
+  auto metrics = c.Get("/metrics");
+  REQUIRE(metrics);
+  // This scrape is in flight itself, and two connections are open (the idle one and this one).
+  CHECK(metrics->body.find("dsocr_http_requests_in_flight 1") != std::string::npos);
+  CHECK(metrics->body.find("dsocr_http_open_connections 2") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace dsocr::server
