@@ -203,11 +203,8 @@ struct ChatHandler::Call {
 
   // An error answer (before any 200 was sent).
   void fail(const ApiError& error) {
-    http::HttpResponse r;
-    r.status = error.status.http_status();
-    r.headers = headers();
-    if (r.status == 429 || r.status == 503) r.set_header("Retry-After", "1");
-    r.body = openai_error_body(error.status, error.param, error.code);
+    http::HttpResponse r = error_response(error);
+    r.set_header("X-Request-Id", request_id);
     exchange->respond(r);
     record("error", r.status);
   }
@@ -216,10 +213,8 @@ struct ChatHandler::Call {
   // one; 499 is what the logs and metrics show.
   void abandon() {
     exchange->close_after();
-    http::HttpResponse r;
-    r.status = 499;
-    r.headers = headers();
-    r.body = openai_error_body(Status(StatusCode::kCancelled, "the client closed the request"));
+    http::HttpResponse r = error_response(499, "the client closed the request");
+    r.set_header("X-Request-Id", request_id);
     exchange->respond(r);
     record("cancelled", 499);
   }

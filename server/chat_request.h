@@ -2,9 +2,10 @@
 //
 // The accepted fields follow OpenAI's Chat Completions request; vLLM/SGLang-style extensions
 // (top_k, min_p, repetition_penalty, skip_special_tokens, stop_token_ids) and ours (ngram_size,
-// ngram_window, ngram_whitelist, loop_min_span, loop_max_period, task, cache_salt) are read from the top
-// level, where the SDKs' `extra_body` puts them. Unknown fields are ignored; a known field with a
-// wrong type or value is an error naming it in `param` ("messages[0].content[1].image_url.url").
+// ngram_window, ngram_whitelist, loop_min_span, loop_max_period, task, cache_salt) are read from
+// the top level, where the SDKs' `extra_body` puts them. Unknown fields are ignored; a known field
+// with a wrong type or value is an error naming it in `param`
+// ("messages[0].content[1].image_url.url").
 //
 // Prompt: the text parts of every message, in order, and the images of every message, in order.
 // DeepSeek-OCR-2 has no chat template (spec §8.1: the "plain" format, no roles), so roles are
@@ -23,17 +24,9 @@
 
 #include "common/status.h"
 #include "engine/sampling_params.h"
+#include "server/openai_errors.h"
 
 namespace dsocr::server {
-
-// A client error: the status (its code gives the HTTP status), the request field at fault, and
-// OpenAI's machine-readable code where one exists ("context_length_exceeded", "model_not_found").
-struct ApiError {
-  Status status;
-  std::string param;
-  std::string code;
-  bool ok() const { return status.ok(); }
-};
 
 struct ChatLimits {
   int64_t max_images = 16;        // per request

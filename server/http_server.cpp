@@ -24,30 +24,11 @@ using http::Exchange;
 using http::HttpRequest;
 using http::HttpResponse;
 
-constexpr const char* kJson = "application/json";
-
 bool is_quiet_route(const std::string& path) { return path == "/health" || path == "/metrics"; }
-
-HttpResponse error_response(const ApiError& error) {
-  HttpResponse r;
-  r.status = error.status.http_status();
-  if (r.status == 429 || r.status == 503) r.set_header("Retry-After", "1");
-  r.body = openai_error_body(error.status, error.param, error.code);
-  return r;
-}
 
 HttpResponse error_response(const Status& status, std::string_view param = {},
                             std::string_view code = {}) {
-  return error_response(ApiError{status, std::string(param), std::string(code)});
-}
-
-// An error status the transport produced itself, in the OpenAI shape.
-HttpResponse transport_error(int http_status, std::string_view message) {
-  HttpResponse r;
-  r.status = http_status;
-  if (http_status == 429 || http_status == 503) r.set_header("Retry-After", "1");
-  r.body = openai_error_body(Status(status_code_for_http(http_status), std::string(message)));
-  return r;
+  return server::error_response(ApiError{status, std::string(param), std::string(code)});
 }
 
 HttpResponse json_response(const json& body, int status = 200) {
@@ -128,7 +109,10 @@ struct HttpServer::Impl {
         listener_options(), http::HttpListener::Hooks{
                                 .filter = [this](const HttpRequest& head) { return filter(head); },
                                 .handler = [this](Exchange& ex) { handle(ex); },
-                                .error_response = transport_error,
+                                .error_response =
+                                    [](int status, std::string_view message) {
+                                      return server::error_response(status, message);
+                                    },
                                 .on_rejected =
                                     [this](int status, std::string_view message) {
                                       requests.labels({"other", std::to_string(status)}).inc();
@@ -232,9 +216,9 @@ struct HttpServer::Impl {
           "invalid_api_key");
     } else if (!find_route(head.method, head.path)) {
       const bool path_known = route_label(head.path) != "other";
-      answer = path_known
-                   ? transport_error(405, "method " + head.method + " not allowed on " + head.path)
-                   : error_response(not_found("no route " + head.method + " " + head.path));
+      answer = path_known ? server::error_response(
+                                405, "method " + head.method + " not allowed on " + head.path)
+                          : error_response(not_found("no route " + head.method + " " + head.path));
     }
     if (answer) {
       const std::string id = sanitize_or_generate_request_id(head.header("X-Request-Id"));

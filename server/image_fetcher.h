@@ -17,8 +17,8 @@
 // calling thread (an HTTP worker) for at most about total_timeout_ms per hop.
 #pragma once
 
-#include <cstdint>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -45,7 +45,9 @@ class ImageFetcher {
  public:
   explicit ImageFetcher(ImageFetchOptions options);
   StatusOr<std::string> fetch(std::string_view url) const;
-  StatusOr<std::string> fetch(std::string_view url, const FetchControl&) const { return fetch(url); }
+  StatusOr<std::string> fetch(std::string_view url, const FetchControl&) const {
+    return fetch(url);
+  }
   const ImageFetchOptions& options() const { return options_; }
 
  private:

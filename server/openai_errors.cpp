@@ -67,4 +67,19 @@ StatusCode status_code_for_http(int http_status) {
   }
 }
 
+http::HttpResponse error_response(const ApiError& error) {
+  http::HttpResponse r;
+  r.status = error.status.http_status();
+  if (r.status == 429 || r.status == 503) r.set_header("Retry-After", "1");
+  r.body = openai_error_body(error.status, error.param, error.code);
+  return r;
+}
+
+http::HttpResponse error_response(int http_status, std::string_view message) {
+  http::HttpResponse r = error_response(
+      ApiError{Status(status_code_for_http(http_status), std::string(message)), {}, {}});
+  r.status = http_status;
+  return r;
+}
+
 }  // namespace dsocr::server

@@ -1,5 +1,6 @@
-// OpenAI-shaped error bodies: {"error": {"message", "type", "param", "code"}}, the only error
-// shape dsocr-server sends, so the OpenAI SDKs raise their usual exception classes.
+// Errors, in one place: ApiError (what went wrong, for which field, with which OpenAI code), and
+// the OpenAI-shaped bodies and responses for it: {"error": {"message", "type", "param", "code"}},
+// the only error shape dsocr-server sends, so the OpenAI SDKs raise their usual exception classes.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -8,8 +9,18 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "server/http/http_message.h"
 
 namespace dsocr::server {
+
+// A client error: the status (its code gives the HTTP status), the request field at fault, and
+// OpenAI's machine-readable code where one exists ("context_length_exceeded", "model_not_found").
+struct ApiError {
+  Status status;
+  std::string param;
+  std::string code;
+  bool ok() const { return status.ok(); }
+};
 
 // "invalid_request_error", "authentication_error", "not_found_error", "rate_limit_error",
 // "server_error", ... chosen from the Status code.
@@ -23,5 +34,10 @@ std::string openai_error_body(const Status& status, std::string_view param = {},
 // The Status code whose HTTP status and OpenAI type fit an HTTP error status the transport
 // produces itself (408, 414, 431, 505...): kInvalidArgument for other 4xx, kInternal for other 5xx.
 StatusCode status_code_for_http(int http_status);
+
+// The whole answer for an error: its HTTP status, the body, and Retry-After on 429 and 503.
+http::HttpResponse error_response(const ApiError& error);
+// The same for an HTTP error status without a Status of its own (the transport's 408, 414...).
+http::HttpResponse error_response(int http_status, std::string_view message);
 
 }  // namespace dsocr::server

@@ -20,15 +20,15 @@ struct ServerConfig {
   // HTTP.
   std::string host = "127.0.0.1";
   int64_t port = 8000;
-  int64_t http_threads = 16;  // handler threads kept while idle (more start on demand)
-  int64_t max_connections = 2048;  // open client connections; 503 at accept above
-  int64_t header_timeout_s = 10;   // from a request's first byte to the end of its head
-  int64_t body_timeout_s = 60;     // for a whole request body
-  int64_t idle_timeout_s = 60;     // a keep-alive connection with no request
-  int64_t write_timeout_s = 60;    // a response write that makes no progress
-  int64_t max_body_bytes = 64ll << 20;           // decoded, whatever the framing
+  int64_t http_threads = 16;            // handler threads kept while idle (more start on demand)
+  int64_t max_connections = 2048;       // open client connections; 503 at accept above
+  int64_t header_timeout_s = 10;        // from a request's first byte to the end of its head
+  int64_t body_timeout_s = 60;          // for a whole request body
+  int64_t idle_timeout_s = 60;          // a keep-alive connection with no request
+  int64_t write_timeout_s = 60;         // a response write that makes no progress
+  int64_t max_body_bytes = 64ll << 20;  // decoded, whatever the framing
   int64_t max_buffered_body_bytes = 1ll << 30;  // all request bodies held at once
-  std::string api_key;  // empty: no authentication
+  std::string api_key;                          // empty: no authentication
   int64_t keepalive_interval_ms = 5'000;
   int64_t drain_timeout_s = 30;
   // Images.
@@ -44,7 +44,7 @@ struct ServerConfig {
   int64_t max_num_batched_tokens = 2048;
   int64_t max_queued_requests = 256;
   int64_t max_pending_image_bytes = 1ll << 30;  // image bytes and pixels waiting to run
-  int64_t num_kv_blocks = 0;  // 0: from free memory
+  int64_t num_kv_blocks = 0;                    // 0: from free memory
   double kv_memory_fraction = 0.9;
   bool prefix_caching = true;
   int64_t vision_threads = 1;
