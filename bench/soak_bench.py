@@ -162,10 +162,10 @@ class Client:
         return [{"type": "image_url", "image_url": {"url": self.rng.choice(self.images)}}, text]
 
     def request(self) -> bytes:
+        spread = self.args.max_tokens // 2
         body = json.dumps({
             "model": self.args.model_name, "stream": True,
-            "max_tokens": max(1, self.args.max_tokens + self.rng.randint(-self.args.max_tokens // 2,
-                                                                         self.args.max_tokens // 2)),
+            "max_tokens": max(1, self.args.max_tokens + self.rng.randint(-spread, spread)),
             "temperature": self.rng.choice([0, 0.7]), "seed": self.rng.randrange(1 << 30),
             "messages": [{"role": "user", "content": self.content()}]}).encode()
         head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
@@ -351,7 +351,7 @@ def main():
     ap.add_argument("--api-key", default=os.environ.get("DSOCR_API_KEY", ""))
     ap.add_argument("--model-name", default="demo")
     ap.add_argument("--server-arg", action="append", default=[],
-                    help="extra dsocr-server flag (repeatable), e.g. --server-arg=--http-threads=2048")
+                    help="extra dsocr-server flag (repeatable), e.g. --server-arg=--vision-threads=2")
     ap.add_argument("--progress", type=int, default=0, help="print progress every N s (0: off)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak.json"))
     args = ap.parse_args()

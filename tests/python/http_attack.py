@@ -33,22 +33,21 @@ def server_help() -> str:
     return out.stdout + out.stderr
 
 
-def supported_flags(*pairs: tuple[str, str]) -> list[str]:
-    """The (flag, value) pairs as argv, keeping only flags `dsocr-server --help` lists.
+def supported_flags(*pairs: tuple[str | tuple[str, ...], str]) -> list[str]:
+    """The (flag, value) pairs as argv, keeping only flags `dsocr-server --help` lists; a flag
+    given as a tuple of spellings uses the first one listed.
 
     The HTTP-layer flags (--header-timeout-s, ...) arrive with the new server; against an older
     binary they are dropped, and the tests that rely on them fail on the behaviour they check
     rather than on an unknown flag."""
     text = server_help()
     argv: list[str] = []
-    for flag, value in pairs:
-        if re.search(r"^\s*" + re.escape(flag) + r"\b", text, re.M):
-            argv += [flag, value]
+    for names, value in pairs:
+        for flag in (names,) if isinstance(names, str) else names:
+            if re.search(r"^\s*" + re.escape(flag) + r"(?=\s|$)", text, re.M):
+                argv += [flag, value]
+                break
     return argv
-
-
-def has_flag(flag: str) -> bool:
-    return bool(supported_flags((flag, "")))
 
 
 def raise_fd_limit(wanted: int = 8192) -> None:

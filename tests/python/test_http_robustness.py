@@ -39,7 +39,7 @@ AUTH = ("Authorization", f"Bearer {API_KEY}")
 JSON = ("Content-Type", "application/json")
 CHAT = "/v1/chat/completions"
 
-HEADER_TIMEOUT_S = 2
+HEADER_TIMEOUT_S = 5  # long enough to open 600 connections before the first is cut
 BODY_TIMEOUT_S = 3
 IDLE_TIMEOUT_S = 2
 MAX_BODY = 16 << 20
@@ -85,9 +85,9 @@ def shared(servers):
     """The server most tests share: an API key, a 16 MiB body limit, short HTTP timeouts."""
     return servers.start(
         "--api-key", API_KEY, "--allow-private-image-urls", "--max-body-bytes", str(MAX_BODY),
-        *supported_flags(("--header-timeout-s", str(HEADER_TIMEOUT_S)),
-                         ("--body-timeout-s", str(BODY_TIMEOUT_S)),
-                         ("--idle-timeout-s", str(IDLE_TIMEOUT_S))))
+        *supported_flags((("--header-timeout-s", "--header-timeout"), str(HEADER_TIMEOUT_S)),
+                         (("--body-timeout-s", "--body-timeout"), str(BODY_TIMEOUT_S)),
+                         (("--idle-timeout-s", "--idle-timeout"), str(IDLE_TIMEOUT_S))))
 
 
 def post(body: bytes, *headers: tuple[str, str], path: str = CHAT) -> bytes:
@@ -222,8 +222,9 @@ def test_3_600_partial_headers_do_not_starve_health(shared):
     try:
         # Connected is not yet accepted (the kernel completes handshakes past a full accept
         # queue too): wait until the server holds them all.
+        # A few sockets of earlier tests may close meanwhile: the count is not exact.
         deadline = time.monotonic() + 5
-        while socket_count(shared.proc.pid) < before + 600 and time.monotonic() < deadline:
+        while socket_count(shared.proc.pid) < before + 590 and time.monotonic() < deadline:
             time.sleep(0.02)
         accepted = socket_count(shared.proc.pid) - before
         t0 = time.monotonic()
@@ -235,7 +236,7 @@ def test_3_600_partial_headers_do_not_starve_health(shared):
         assert r.status == 200, r
         assert time.monotonic() - t0 < 2
         # A server that accepts slowly (a short listen backlog) is never flooded, nor served.
-        assert len(held) == 600 and accepted >= 600, \
+        assert len(held) == 600 and accepted >= 590, \
             f"{len(held)} of 600 connections opened in 20 s, {accepted} accepted"
     finally:
         for sock in held:
@@ -266,7 +267,8 @@ def test_3_header_trickle_is_cut_off_at_the_header_timeout(shared):
     with connect(shared.port) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         cut = cut_off_after(sock, b"X-Trickle: abcdefgh\r\n", HEADER_TIMEOUT_S + SLACK_S)
-    assert cut is not None, f"a header trickle was still served after {HEADER_TIMEOUT_S + SLACK_S} s"
+    assert cut is not None, \
+        f"a header trickle was still served after {HEADER_TIMEOUT_S + SLACK_S} s"
 
 
 @pytest.mark.parametrize("mode", ["stalled", "trickle"])
@@ -302,14 +304,17 @@ def test_3_idle_keepalive_connection_is_closed_at_the_idle_timeout(shared):
 def test_3_connections_past_the_cap_get_503(servers):
     cap = 16
     server = servers.start(*supported_flags(("--max-connections", str(cap)),
-                                            ("--header-timeout-s", "10")))
+                                            (("--header-timeout-s", "--header-timeout"), "10")))
+    before = socket_count(server.proc.pid)
     held = []
     try:
         for _ in range(cap):
             sock = connect(server.port)
             sock.sendall(PARTIAL_HEADER)
             held.append(sock)
-        time.sleep(0.3)  # the server has accepted them
+        deadline = time.monotonic() + 5  # until the server has accepted them
+        while socket_count(server.proc.pid) < before + cap and time.monotonic() < deadline:
+            time.sleep(0.02)
         with connect(server.port) as sock:
             send_tolerant(sock, request_bytes("GET", "/health"))
             try:
