@@ -351,7 +351,7 @@ def main():
     ap.add_argument("--api-key", default=os.environ.get("DSOCR_API_KEY", ""))
     ap.add_argument("--model-name", default="demo")
     ap.add_argument("--server-arg", action="append", default=[],
-                    help="extra dsocr-server flag (repeatable), e.g. --server-arg=--vision-threads=2")
+                    help="extra dsocr-server flag (repeatable): --server-arg=--vision-threads=2")
     ap.add_argument("--progress", type=int, default=0, help="print progress every N s (0: off)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "soak.json"))
     args = ap.parse_args()
