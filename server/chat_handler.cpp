@@ -62,16 +62,19 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 // client is gone.
 class SseWriter {
  public:
+  static constexpr std::string_view kKeepAlive = ": keep-alive\n\n";
   explicit SseWriter(http::Exchange& exchange) : exchange_(exchange) {}
   bool start(const http::Headers& headers) {
     http::Headers h = headers;
     h.emplace_back("Cache-Control", "no-cache");
     h.emplace_back("X-Accel-Buffering", "no");  // proxies must not hold events back
+    exchange_.set_stream_probe(std::string(kKeepAlive));
     return exchange_.begin_stream(200, "text/event-stream", h);
   }
   bool event(const json& j) { return exchange_.write("data: " + dump(j) + "\n\n"); }
-  bool keep_alive() { return exchange_.write(": keep-alive\n\n"); }
-  bool done() { return exchange_.write("data: [DONE]\n\n") && exchange_.end_stream(); }
+  bool keep_alive() { return exchange_.write(kKeepAlive); }
+  bool done() { return exchange_.write("data: [DONE]\n\n"); }
+  bool end() { return exchange_.end_stream(); }
 
  private:
   http::Exchange& exchange_;
@@ -205,8 +208,8 @@ struct ChatHandler::Call {
   void fail(const ApiError& error) {
     http::HttpResponse r = error_response(error);
     r.set_header("X-Request-Id", request_id);
-    exchange->respond(r);
     record("error", r.status);
+    exchange->respond(r);
   }
 
   // The client left before anything was sent: nobody reads an answer, but the transport needs
@@ -215,8 +218,8 @@ struct ChatHandler::Call {
     exchange->close_after();
     http::HttpResponse r = error_response(499, "the client closed the request");
     r.set_header("X-Request-Id", request_id);
-    exchange->respond(r);
     record("cancelled", 499);
+    exchange->respond(r);
   }
 
   // The request's summary: one log line and its metrics.
@@ -359,8 +362,9 @@ void ChatHandler::run(Call& call) {
   http::HttpResponse response;
   response.headers = call.headers();
   response.body = dump(answer);
-  if (!call.exchange->respond(response)) return call.record("cancelled", 499);
+  // Recorded before it is sent: a client holding the answer reads metrics that count it.
   call.record(call.outcome(), 200);
+  call.exchange->respond(response);
 }
 
 void ChatHandler::stream(Call& c) {
@@ -400,6 +404,7 @@ void ChatHandler::stream(Call& c) {
   }
   if (!sse.done()) return left();
   c.record(c.outcome(), 200);
+  sse.end();
 }
 
 }  // namespace dsocr::server

@@ -249,15 +249,19 @@ struct HttpServer::Impl {
       }
     }
     if (!ex.answered()) reply(ex, id, error_response(internal_error("internal server error")));
-    requests.labels({route_label(req.path), std::to_string(ex.status())}).inc();
+    // Whole responses were counted by reply(), before they were sent; chat writes its own.
+    if (req.path == "/v1/chat/completions")
+      requests.labels({route_label(req.path), std::to_string(ex.status())}).inc();
     // Chat requests log their own, richer summary line (server/chat_handler.cpp).
     if (is_quiet_route(req.path) || req.path == "/v1/chat/completions") return;
     logger->info("{} {} {} ({} bytes in, {} out) from {}", req.method, req.path, ex.status(),
                  req.body.size(), ex.bytes_sent(), req.remote_addr);
   }
 
-  static void reply(Exchange& ex, const std::string& id, HttpResponse response) {
+  // Counted before it is sent, so that a client holding the answer reads metrics that count it.
+  void reply(Exchange& ex, const std::string& id, HttpResponse response) {
     response.set_header("X-Request-Id", id);
+    requests.labels({route_label(ex.request().path), std::to_string(response.status)}).inc();
     ex.respond(response);
   }
 
@@ -265,7 +269,7 @@ struct HttpServer::Impl {
     auto simple = [this](std::string method, std::string path,
                          std::function<HttpResponse(const HttpRequest&)> fn) {
       routes.push_back({std::move(method), std::move(path),
-                        [fn = std::move(fn)](Exchange& ex, const std::string& id) {
+                        [this, fn = std::move(fn)](Exchange& ex, const std::string& id) {
                           reply(ex, id, fn(ex.request()));
                         }});
     };

@@ -228,12 +228,29 @@ bool Exchange::client_gone() {
   if (::poll(&p, 1, 0) <= 0) return false;
   if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return true;  // reset
   // Readable: pipelined bytes of a next request, or the client's end of stream.
-  if (c.eof_at_dispatch) return false;  // it half-closed with its request: answer in full
   char byte;
   const ssize_t n = ::recv(c.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n > 0) return false;  // more requests behind this one: it will read answers
-  if (n == 0) return !c.in.empty() ? false : true;
-  return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+  if (n > 0) return false;  // more requests behind this one: it will read the answers
+  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+  if (!c.in.empty() || half_closed_) return false;
+  // End of stream: gone, or half-closed? Write something it must ignore; a client that has gone
+  // answers with a reset, which the poll above sees on a later call.
+  const auto now = Clock::now();
+  if (probe_sent_) {
+    if (now - *probe_sent_ > milliseconds(1'000)) half_closed_ = true;  // no reset came
+    return false;
+  }
+  bool probed = false;
+  if (state_ == State::kNothingSent && request_->minor_version >= 1) {
+    constexpr std::string_view kInterim = "HTTP/1.1 100 Continue\r\n\r\n";
+    probed = ::send(c.fd, kInterim.data(), kInterim.size(), MSG_NOSIGNAL | MSG_DONTWAIT) ==
+             static_cast<ssize_t>(kInterim.size());
+  } else if (state_ == State::kStreaming && !stream_probe_.empty()) {
+    probed = write(stream_probe_);
+  }
+  if (!probed) return !c.eof_at_dispatch;  // cannot ask (HTTP/1.0): it left unless it said so
+  probe_sent_ = now;
+  return false;
 }
 
 // Handler threads: one per request being handled, reused, created on demand (a waiting request

@@ -21,10 +21,13 @@
 // shut down, the client's remaining bytes read and dropped for a moment) so that the client reads
 // the answer instead of a reset.
 //
-// A client "has gone" when its connection was reset, or when it closed its side while a request
-// was being handled. A client that closed its side together with the request (sent the request
-// and then shut down writing, or pipelined more requests before closing) is answered in full:
-// that is a half-close, not a departure.
+// A client "has gone" when its connection was reset. A client that shuts down its sending side
+// may have gone (close()) or only half-closed (shutdown(SHUT_WR) after its request, as nc -N
+// does): TCP shows both the same way until the server writes. So the transport writes something
+// the client must accept and ignore - an interim "100 Continue" before the response (RFC 9110
+// §15.2: clients parse unexpected 1xx responses), or the handler's stream probe (an SSE comment)
+// inside a stream - and a client that has really gone answers that write with a reset. Pipelined
+// requests behind the current one also mean the client is still there.
 //
 // Thread-safety: start()/stop() from one thread; handlers run concurrently on handler threads,
 // each with its own Exchange. Invariant: a connection is touched by exactly one thread at a time
@@ -83,6 +86,9 @@ class Exchange {
   // Whether the client has gone (see the header comment); cheap, never blocks. Also true once the
   // server is stopping, so that long waits end.
   bool client_gone();
+  // Bytes of stream body the client ignores (an SSE comment), which client_gone() may write into
+  // a stream to learn whether the client is still reading.
+  void set_stream_probe(std::string probe) { stream_probe_ = std::move(probe); }
 
   bool answered() const { return state_ != State::kNothingSent; }
   int status() const { return status_; }
@@ -102,6 +108,10 @@ class Exchange {
   size_t bytes_sent_ = 0;
   bool chunked_ = false;
   bool close_after_ = false;
+  std::string stream_probe_;
+  // The client shut down its side: when we wrote a probe, and whether it then proved alive.
+  std::optional<std::chrono::steady_clock::time_point> probe_sent_;
+  bool half_closed_ = false;
 };
 
 class HttpListener {

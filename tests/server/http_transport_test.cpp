@@ -236,6 +236,7 @@ struct EchoServer {
   ListenerOptions options;
   std::atomic<int> handled{0}, saw_gone{0};
   std::atomic<bool> wait_for_gone{false};
+  std::chrono::milliseconds wait_time{5s};
   std::unique_ptr<HttpListener> listener;
   std::thread thread;
 
@@ -251,7 +252,7 @@ struct EchoServer {
     hooks.handler = [this](Exchange& ex) {
       ++handled;
       if (wait_for_gone) {
-        const auto deadline = Clock::now() + 5s;
+        const auto deadline = Clock::now() + wait_time;
         while (Clock::now() < deadline && !ex.client_gone()) std::this_thread::sleep_for(10ms);
         if (ex.client_gone()) ++saw_gone;
       }
@@ -438,6 +439,29 @@ TEST_CASE("listener: a client that resets or leaves is seen as gone", "[http][li
   const auto deadline = Clock::now() + 3s;
   while (s.saw_gone == 0 && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
   CHECK(s.saw_gone == 1);
+}
+
+}  // namespace
+}  // namespace dsocr::server::http
+
+namespace dsocr::server::http {
+namespace {
+
+TEST_CASE("listener: a half-closed client is asked, not taken for gone", "[http][listener]") {
+  EchoServer s;
+  s.wait_for_gone = true;
+  s.wait_time = 2s;
+  int fd = connect_to(s.port());
+  send_text(fd, "POST /wait HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+  while (s.handled == 0) std::this_thread::sleep_for(5ms);
+  std::this_thread::sleep_for(50ms);  // the request is being handled when the client half-closes
+  shutdown(fd, SHUT_WR);
+  std::string got = read_until_close(fd, 6s);
+  close(fd);
+  CHECK(s.saw_gone == 0);
+  // The probe (an interim 100) comes first; the real answer follows.
+  CHECK(got.find("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK") == 0);
+  CHECK(got.find("POST /wait hi") != std::string::npos);
 }
 
 }  // namespace
