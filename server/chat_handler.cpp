@@ -304,7 +304,14 @@ void ChatHandler::run(Call& call) {
   for (ImageInput& image : r.images) {
     auto bytes = fetcher_.fetch(image.url, control);
     if (call.client_left) return call.abandon();
-    if (!bytes.ok()) return call.fail({bytes.status(), image.param, "invalid_image_url"});
+    if (!bytes.ok()) {
+      if (state_.draining()) break;  // answered 503 below
+      const StatusCode code = bytes.status().code();
+      return call.fail({bytes.status(), image.param,
+                        code == StatusCode::kDeadlineExceeded    ? "image_fetch_timeout"
+                        : code == StatusCode::kResourceExhausted ? ""
+                                                                 : "invalid_image_url"});
+    }
     g.images.push_back(std::move(bytes).value());
     image.url = std::string();  // a data: URI can be megabytes; its bytes are in g now
   }

@@ -105,7 +105,8 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
   flags.add_int("max-images-per-request", &c.max_images_per_request, "images in one request",
                 "DSOCR_MAX_IMAGES_PER_REQUEST");
   flags.add_int("image-fetch-timeout", &c.image_fetch_timeout_s,
-                "seconds allowed to fetch one image URL", "DSOCR_IMAGE_FETCH_TIMEOUT");
+                "seconds allowed to fetch all of a request's image URLs (one deadline)",
+                "DSOCR_IMAGE_FETCH_TIMEOUT");
   flags.add_int("image-max-redirects", &c.image_max_redirects, "redirects followed per image URL",
                 "DSOCR_IMAGE_MAX_REDIRECTS");
   flags.add_bool("allow-private-image-urls", &c.allow_private_image_urls,
