@@ -207,8 +207,17 @@ class Reader:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def read_response(self, timeout: float = 10.0, head_request: bool = False) -> Response:
+    def read_response(self, timeout: float = 10.0, head_request: bool = False,
+                      skip_interim: bool = True) -> Response:
+        """The next final response; interim 1xx responses before it are skipped, as RFC 9110
+        §15.2 requires of every client (the server may send 100 Continue unasked)."""
         deadline = time.monotonic() + timeout
+        while True:
+            r = self._read_one(deadline, head_request)
+            if not (skip_interim and 100 <= r.status < 200):
+                return r
+
+    def _read_one(self, deadline: float, head_request: bool) -> Response:
         while b"\r\n\r\n" not in self.buf:
             self._fill(deadline)
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
