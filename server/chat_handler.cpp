@@ -213,8 +213,12 @@ struct ChatHandler::Call {
   }
 
   // The client left before anything was sent: nobody reads an answer, but the transport needs
-  // one; 499 is what the logs and metrics show.
+  // one; 499 is what the logs and metrics show. When it is the server that is stopping, the
+  // client is still there and gets a 503 it can retry elsewhere.
   void abandon() {
+    if (exchange->server_stopping()) {
+      return fail({unavailable("the server is shutting down; retry on another replica"), {}, {}});
+    }
     exchange->close_after();
     http::HttpResponse r = error_response(499, "the client closed the request");
     r.set_header("X-Request-Id", request_id);
@@ -378,7 +382,17 @@ void ChatHandler::stream(Call& c) {
   SseWriter sse(*c.exchange);
   // A write that fails means the client left: the request is recorded as cancelled and ~Call
   // cancels it in the engine.
-  auto left = [&] { return c.record("cancelled", 499); };
+  auto left = [&] {
+    if (c.exchange->server_stopping()) {  // the client is still there: tell it why it ends
+      sse.event(
+          {{"error", error_json({unavailable("the server is shutting down; retry"), {}, {}})}});
+      sse.done();
+      c.record("cancelled", 200);
+      sse.end();
+      return;
+    }
+    c.record("cancelled", 499);
+  };
   if (!sse.start(c.headers())) return left();
   if (!sse.event(c.choice_chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) return left();
   std::string delta = std::move(c.pending);

@@ -134,7 +134,10 @@ bool Exchange::send_all(std::string_view data) {
   Connection& c = *connection_;
   auto last_progress = Clock::now();
   while (!data.empty()) {
-    if (c.stopping->load()) return false;
+    // Once the server is stopping, last answers are still written, but nobody waits long for a
+    // slow reader.
+    const auto patience =
+        c.stopping->load() ? std::min(c.write_timeout, milliseconds(1'000)) : c.write_timeout;
     const ssize_t n = ::send(c.fd, data.data(), data.size(), MSG_NOSIGNAL);
     if (n > 0) {
       data.remove_prefix(static_cast<size_t>(n));
@@ -144,7 +147,7 @@ bool Exchange::send_all(std::string_view data) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (Clock::now() - last_progress > c.write_timeout) return false;
+      if (Clock::now() - last_progress > patience) return false;
       pollfd p{c.fd, POLLOUT, 0};
       ::poll(&p, 1, 100);  // short, so that stopping is noticed
       if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return false;
@@ -220,6 +223,8 @@ bool Exchange::end_stream() {
   state_ = State::kDone;
   return true;
 }
+
+bool Exchange::server_stopping() const { return connection_->stopping->load(); }
 
 bool Exchange::client_gone() {
   Connection& c = *connection_;

@@ -86,6 +86,8 @@ class Exchange {
   // Whether the client has gone (see the header comment); cheap, never blocks. Also true once the
   // server is stopping, so that long waits end.
   bool client_gone();
+  // The server is stopping: answer now (a last answer is still written, briefly).
+  bool server_stopping() const;
   // Bytes of stream body the client ignores (an SSE comment), which client_gone() may write into
   // a stream to learn whether the client is still reading.
   void set_stream_probe(std::string probe) { stream_probe_ = std::move(probe); }
