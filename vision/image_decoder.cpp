@@ -103,6 +103,39 @@ int exif_orientation(std::string_view payload) {
   return tiff_orientation(payload);
 }
 
+// The scans (SOS segments) from the one at `sos` to the end of the image. Each scan of a
+// progressive JPEG is a pass over every block of its components, so a few hundred kilobytes of
+// repeated scans cost minutes of decoding; the count lets decode_image bound that work. Entropy-
+// coded data is skipped the way libjpeg finds the next marker: 0xFF followed by anything but a
+// stuffed zero, a restart marker or more fill bytes. Stops at EOI or where the data ends.
+int count_jpeg_scans(const ByteView& v, size_t sos) {
+  int scans = 0;
+  size_t p = sos;  // at a marker's 0xFF
+  while (p + 1 < v.size()) {
+    uint32_t m = *v.u8(p + 1);
+    if (m == 0xD9) break;
+    auto len = v.u16(p + 2, true);
+    if (!len || *len < 2) break;
+    p += 2 + *len;
+    if (m == 0xDA) ++scans;
+    // Find the next marker: after a scan this skips its entropy-coded data; between segments,
+    // libjpeg likewise skips stray bytes.
+    for (;;) {
+      auto ff = v.sub(p, std::string_view::npos).find('\xFF');
+      if (ff == std::string_view::npos) return scans;
+      p += ff;
+      auto next = v.u8(p + 1);
+      if (!next) return scans;
+      if (*next == 0x00 || *next == 0xFF || (*next >= 0xD0 && *next <= 0xD7)) {
+        p += *next == 0xFF ? 1 : 2;
+        continue;
+      }
+      break;
+    }
+  }
+  return scans;
+}
+
 StatusOr<ImageHeader> probe_jpeg(const ByteView& v) {
   ImageHeader h{ImageFormat::kJpeg};
   bool have_size = false, have_exif = false;
@@ -114,7 +147,11 @@ StatusOr<ImageHeader> probe_jpeg(const ByteView& v) {
     if (!marker) break;
     uint32_t m = *marker;
     if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
-    if (m == 0xD9 || m == 0xDA) break;  // frame header and EXIF precede the scan
+    if (m == 0xDA && have_size) {  // the frame header and EXIF precede the first scan
+      h.scans = count_jpeg_scans(v, p - 2);
+      break;
+    }
+    if (m == 0xD9 || m == 0xDA) break;
     auto len = v.u16(p, true);
     if (!len || *len < 2 || !v.has(p, *len)) return corrupt(h.format, "segment past the end");
     bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
@@ -583,6 +620,10 @@ StatusOr<RgbImage> decode_image(std::string_view bytes, const DecodeLimits& limi
     return invalid_argument("image is " + std::to_string(header.width) + "x" +
                             std::to_string(header.height) + " pixels; the minimum side is " +
                             std::to_string(limits.min_side));
+  if (header.scans > 1 && header.scans * pixels > limits.max_jpeg_scan_pixels)
+    return payload_too_large("JPEG image has " + std::to_string(header.scans) + " scans of " +
+                             std::to_string(pixels) + " pixels, over the decoding budget of " +
+                             std::to_string(limits.max_jpeg_scan_pixels) + " scan-pixels");
   if (header.buffer_pixels > limits.max_pixels)
     return payload_too_large(std::string(image_format_name(header.format)) + " image declares " +
                              std::to_string(header.buffer_pixels) +

@@ -35,6 +35,10 @@ struct DecodeLimits {
   int64_t max_encoded_bytes = 32ll << 20;  // 32 MiB
   int64_t max_pixels = 40'000'000;         // a 300-dpi A3 page is ~17.4 Mpx
   int min_side = 1;
+  // Decoding work of a JPEG: its scans times its pixels. Every scan is a pass over the whole
+  // image, and a progressive JPEG can repeat scans at will (libjpeg only warns). Encoders write
+  // at most ~10-20 scans; this allows 20 at the pixel limit and more for smaller images.
+  int64_t max_jpeg_scan_pixels = 20 * max_pixels;
 };
 
 enum class ImageFormat { kJpeg, kPng, kGif, kBmp, kWebp, kTiff };
@@ -48,6 +52,7 @@ struct ImageHeader {
   // Pixels of the largest intermediate buffer the decoder allocates besides the image: a TIFF's
   // strip or tile, which can be declared far larger than the image. 0 where there is none.
   int64_t buffer_pixels = 0;
+  int scans = 0;  // JPEG: the scans (SOS segments) in the file, which bound its decoding work
   bool animated = false;  // WebP with the animation flag: decoded frame by frame, first only
 };
 

@@ -1,14 +1,17 @@
 // Decoding hostile images (issue #16): sizes hidden from the first header (a TIFF's duplicated
-// tags, oversized strips and tiles, a GIF frame larger than its logical screen) must be refused
-// from the size the decoder would really use, fast and before any large allocation; and what
-// Pillow accepts (animated WebP, GIF canvases grown to their first frame, palette-less GIFs) must
-// decode as Pillow shows it. Pixel parity with Pillow itself is in test_preprocess_parity.py.
+// tags, oversized strips and tiles, a GIF frame larger than its logical screen) and a JPEG's
+// repeated scans must be refused from what the decoder would really do, fast and before any
+// large allocation; and what Pillow accepts (animated WebP, GIF canvases grown to their first
+// frame, palette-less GIFs) must decode as Pillow shows it. Pixel parity with Pillow itself is in
+// test_preprocess_parity.py.
 #include <webp/encode.h>
 #include <webp/mux.h>
 #include <catch2/catch.hpp>
 
 #include <chrono>
 #include <cstdint>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <string>
 #include <vector>
 
@@ -305,4 +308,42 @@ TEST_CASE("an animated WebP decodes to its first frame", "[vision]") {
     REQUIRE_FALSE(cut.ok());
     CHECK(cut.status().code() == StatusCode::kInvalidArgument);
   }
+}
+
+TEST_CASE("a JPEG's repeated scans are bounded before libjpeg decodes them", "[vision][bomb]") {
+  // Each scan of a progressive JPEG is a pass over the whole image and libjpeg only warns about
+  // repeated ones: 271 KB with 1000 copies of a 6000x6000 page's last scan decoded for minutes.
+  cv::Mat page(2000, 2000, CV_8UC3, cv::Scalar(120, 130, 140));
+  std::vector<uint8_t> encoded;
+  REQUIRE(cv::imencode(".jpg", page, encoded, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}));
+  const std::string jpeg(encoded.begin(), encoded.end());
+  const size_t last_scan = jpeg.rfind("\xFF\xDA"), end = jpeg.rfind("\xFF\xD9");
+  REQUIRE(last_scan < end);
+  auto with_copies = [&](int copies) {
+    std::string out = jpeg.substr(0, end);
+    for (int i = 0; i < copies; ++i) out += jpeg.substr(last_scan, end - last_scan);
+    return out + jpeg.substr(end);
+  };
+  auto header = probe_image(jpeg);
+  REQUIRE(header.ok());
+  const int scans = header->scans;
+  CHECK(scans >= 2);
+  CHECK(decode_image(jpeg).ok());
+
+  std::string bomb = with_copies(1000);
+  header = probe_image(bomb);
+  REQUIRE(header.ok());
+  CHECK(header->scans == scans + 1000);
+  double seconds = 0;
+  auto decoded = timed_decode(bomb, &seconds);
+  REQUIRE_FALSE(decoded.ok());
+  CHECK(decoded.status().code() == StatusCode::kPayloadTooLarge);
+  CHECK(decoded.status().message().find("scans") != std::string::npos);
+  CHECK(seconds < 1.0);
+
+  // The budget is scans times pixels: a few extra scans of this 4 Mpx image still decode.
+  DecodeLimits limits;
+  limits.max_jpeg_scan_pixels = int64_t{2000} * 2000 * (scans + 3);
+  CHECK(decode_image(with_copies(3), limits).ok());
+  CHECK(decode_image(with_copies(4), limits).status().code() == StatusCode::kPayloadTooLarge);
 }
