@@ -52,28 +52,36 @@ case "$TARGET" in
 esac
 
 # Objects are compiled once per source into $OUT/obj (the flags are the same for every target)
-# and rebuilt when the source or a header of its directory or of common/ is newer; a change of
-# the compile command itself empties $OUT/obj.
+# and rebuilt when the source or any of our headers it includes (from the compiler's -MMD
+# dependency file) is newer; a change of the compile command itself empties $OUT/obj.
 COMPILE=("$CXX" -std=c++20 -O1 -g -fsanitize=fuzzer-no-link,address,undefined
          -fno-sanitize-recover=undefined -I"$ROOT" -isystem /usr/include/opencv4
          -DDSOCR_VERSION_STRING='"fuzz"' -DDSOCR_BUILD_TYPE_STRING='"fuzz"')
-newer_than() {  # newer_than FILE PATHS...: whether any of PATHS is newer than FILE (or FILE is missing)
-  local file=$1; shift
-  [[ ! -e "$file" ]] && return 0
-  local p; for p in "$@"; do [[ "$p" -nt "$file" ]] && return 0; done
-  return 1
-}
 if [[ "$(cat "$OUT/obj/command" 2>/dev/null)" != "${COMPILE[*]}" ]]; then
   rm -rf "$OUT/obj" && mkdir -p "$OUT/obj" && echo "${COMPILE[*]}" > "$OUT/obj/command"
 fi
+stale() {  # stale OBJ: whether OBJ is missing or older than a file its dependency list names
+  local obj=$1 dep
+  [[ -e "$obj" && -e "$obj.d" ]] || return 0
+  for dep in $(sed -e 's/^[^:]*://' -e 's/\\$//' "$obj.d"); do
+    [[ "$dep" -nt "$obj" ]] && return 0
+  done
+  return 1
+}
+newer_than() {  # newer_than FILE PATHS...: whether FILE is missing or older than one of PATHS
+  local file=$1 p; shift
+  [[ -e "$file" ]] || return 0
+  for p in "$@"; do [[ "$p" -nt "$file" ]] && return 0; done
+  return 1
+}
 OBJECTS=()
 for src in "tests/fuzz/${TARGET}_fuzz.cpp" "${SOURCES[@]}"; do
   obj="$OUT/obj/${src%.cpp}.o"
   OBJECTS+=("$obj")
-  if newer_than "$obj" "$ROOT/$src" "$ROOT/$(dirname "$src")"/*.h "$ROOT"/common/*.h; then
+  if stale "$obj"; then
     echo "fuzz.sh: compiling $src"
     mkdir -p "$(dirname "$obj")"
-    "${COMPILE[@]}" -c "$ROOT/$src" -o "$obj.tmp"
+    "${COMPILE[@]}" -MMD -MF "$obj.d" -c "$ROOT/$src" -o "$obj.tmp"
     mv "$obj.tmp" "$obj"
   fi
 done
