@@ -12,6 +12,10 @@ find_package(ZLIB REQUIRED)                        # gzip/deflate request bodies
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)   # sha256 of downloaded files
 find_package(OpenCV 4 REQUIRED COMPONENTS core imgproc imgcodecs)
 find_package(GIF 5 REQUIRED)                       # first GIF frame (OpenCV 4.6 has no GIF codec)
+# The TIFF directory as OpenCV's libtiff reads it (per-handle error handlers need libtiff 4.5), and
+# animated WebP's first frame (OpenCV 4.6 refuses animations). Both come with libopencv-dev.
+find_package(TIFF 4.5 REQUIRED)
+pkg_check_modules(WEBP REQUIRED IMPORTED_TARGET libwebp libwebpdemux)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)  # the tests' HTTP client
 pkg_check_modules(ONIG REQUIRED IMPORTED_TARGET oniguruma)
 if(DSOCR_BUILD_TESTS)

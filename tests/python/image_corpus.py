@@ -111,6 +111,24 @@ def corpus():
                   to_bytes(small, "PNG", exif=exif_with_orientation(6)), True))
     items.append(("webp_exif_orientation_8",
                   to_bytes(small, "WEBP", lossless=True, exif=exif_with_orientation(8)), True))
+    # Animated WebP: the first frame, composed on its canvas as Pillow's WebPAnimDecoder does.
+    second = page(300, 200, seed=5)
+    items += [
+        ("webp_animated_lossless", to_bytes(small, "WEBP", lossless=True, save_all=True,
+                                            append_images=[second]), True),
+        ("webp_animated_lossy", to_bytes(small, "WEBP", quality=80, save_all=True,
+                                         append_images=[second]), False),
+        ("webp_animated_alpha", to_bytes(_with_alpha(small), "WEBP", lossless=True, exact=True,
+                                         save_all=True, append_images=[second]), True),
+        ("webp_animated_offset_frame", webp_offset_first_frame(small, (400, 260), (40, 22)), True),
+    ]
+    # GIF frames outside the logical screen grow the canvas; no palette means greyscale.
+    rng = np.random.default_rng(6)
+    items += [
+        ("gif_frame_past_screen", gif_by_hand((60, 40), (30, 20), rng.integers(0, 256, (50, 70)),
+                                              palette=rng.integers(0, 256, 768)), True),
+        ("gif_no_palette", gif_by_hand((90, 50), (0, 0), rng.integers(0, 256, (50, 90))), True),
+    ]
     items.append(("jpeg_large_exif_6", to_bytes(page(1600, 1200, seed=4), "JPEG", quality=90,
                                                  exif=exif_with_orientation(6)), False))
     return items
@@ -121,3 +139,63 @@ def _with_alpha(image):
     out = image.copy()
     out.putalpha(alpha)
     return out
+
+
+def _riff_chunk(tag: bytes, data: bytes) -> bytes:
+    return tag + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+
+
+def webp_offset_first_frame(image, canvas, offset):
+    """An animated WebP whose only frame covers part of the canvas, at an (even) offset: Pillow
+    cannot write one (its encoder always starts with a full-canvas frame)."""
+    still = to_bytes(image, "WEBP", lossless=True)
+    assert still[12:16] == b"VP8L"
+    frame_bitstream = still[12:]  # the VP8L chunk, header included
+
+    def u24(v):
+        return struct.pack("<I", v)[:3]
+    vp8x = bytes([0x02, 0, 0, 0]) + u24(canvas[0] - 1) + u24(canvas[1] - 1)
+    anim = struct.pack("<IH", 0xFF00FF00, 0)  # background (ignored by decoders), loop forever
+    anmf = (u24(offset[0] // 2) + u24(offset[1] // 2) + u24(image.width - 1) +
+            u24(image.height - 1) + u24(100) + b"\0" + frame_bitstream)
+    body = b"WEBP" + _riff_chunk(b"VP8X", vp8x) + _riff_chunk(b"ANIM", anim) + _riff_chunk(
+        b"ANMF", anmf)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _gif_literal_lzw(indices) -> bytes:
+    """LZW data of literal codes only (min code size 8): a clear code every 100 pixels keeps codes
+    9 bits wide, so any indices can be written without an LZW encoder."""
+    acc, bits, out = 0, 0, bytearray()
+    codes = []
+    for i, index in enumerate(indices):
+        if i % 100 == 0:
+            codes.append(256)
+        codes.append(int(index))
+    codes.append(257)
+    for code in codes:
+        acc |= code << bits
+        bits += 9
+        while bits >= 8:
+            out.append(acc & 0xFF)
+            acc >>= 8
+            bits -= 8
+    if bits:
+        out.append(acc & 0xFF)
+    blocks = bytearray([8])
+    for p in range(0, len(out), 255):
+        chunk = out[p:p + 255]
+        blocks += bytes([len(chunk)]) + chunk
+    return bytes(blocks + b"\0")
+
+
+def gif_by_hand(screen, offset, indices, palette=None):
+    """A one-frame GIF89a: `indices` (height x width) at `offset` on a `screen`-sized logical
+    screen (the frame may reach past it); a 256-entry global palette, or none."""
+    height, width = indices.shape
+    flags = 0xF7 if palette is not None else 0
+    data = b"GIF89a" + struct.pack("<HHBBB", screen[0], screen[1], flags, 0, 0)
+    if palette is not None:
+        data += bytes(int(v) for v in palette)
+    data += b"," + struct.pack("<HHHHB", offset[0], offset[1], width, height, 0)
+    return data + _gif_literal_lzw(indices.reshape(-1)) + b";"
