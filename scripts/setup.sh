@@ -34,7 +34,7 @@ DEBIAN_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
   python3 python3-venv python3-pip
   libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libopencv-dev
-  libcurl4-openssl-dev libssl-dev zlib1g-dev catch2 libonig-dev libpcre2-dev libgif-dev
+  libcurl4-openssl-dev libssl-dev zlib1g-dev libtiff-dev libwebp-dev catch2 libonig-dev libpcre2-dev libgif-dev
   clang clang-format clang-tidy libclang-rt-14-dev
 )
 missing=()
