@@ -31,6 +31,8 @@ Status ServerConfig::validate() const {
   DSOCR_RETURN_IF_ERROR(in_range("max-num-seqs", max_num_seqs, 1, 4096));
   DSOCR_RETURN_IF_ERROR(in_range("max-num-batched-tokens", max_num_batched_tokens, 16, 1 << 20));
   DSOCR_RETURN_IF_ERROR(in_range("max-queued-requests", max_queued_requests, 1, 1 << 20));
+  DSOCR_RETURN_IF_ERROR(in_range("max-pending-image-bytes", max_pending_image_bytes, 0, 1ll << 40));
+  DSOCR_RETURN_IF_ERROR(in_range("idle-memory-release-ms", idle_memory_release_ms, 0, 86'400'000));
   DSOCR_RETURN_IF_ERROR(in_range("num-kv-blocks", num_kv_blocks, 0, 1 << 24));
   DSOCR_RETURN_IF_ERROR(in_range("vision-threads", vision_threads, 1, 256));
   DSOCR_RETURN_IF_ERROR(in_range("torch-threads", torch_threads, 0, 1024));
@@ -95,6 +97,13 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
   flags.add_int("max-queued-requests", &c.max_queued_requests,
                 "requests waiting for image preparation before new ones get 429",
                 "DSOCR_MAX_QUEUED_REQUESTS");
+  flags.add_int("max-pending-image-bytes", &c.max_pending_image_bytes,
+                "image memory (encoded bytes, then pixels) of requests not yet running before new "
+                "ones get 429 (0: no limit)",
+                "DSOCR_MAX_PENDING_IMAGE_BYTES");
+  flags.add_int("idle-memory-release-ms", &c.idle_memory_release_ms,
+                "hand cached memory back to the system after this long idle (0: never)",
+                "DSOCR_IDLE_MEMORY_RELEASE_MS");
   flags.add_int("num-kv-blocks", &c.num_kv_blocks, "KV-cache blocks (0: size from free memory)",
                 "DSOCR_NUM_KV_BLOCKS");
   flags.add_double("kv-memory-fraction", &c.kv_memory_fraction,
