@@ -474,3 +474,37 @@ TEST_CASE("an idle engine hands cached memory back", "[engine][lifecycle]") {
       *engine, [&](const EngineStats& st) { return st.idle_memory_releases == 2; },
       milliseconds(5000)));
 }
+
+TEST_CASE("a request preempted after its pixels are gone recomputes from kept embeddings",
+          "[engine][lifecycle]") {
+  EngineOptions o = base_options();
+  o.num_kv_blocks = 40;  // two image prompts (~17 blocks each) fit, their outputs do not
+  o.prefix_caching = false;
+  auto run = [&](int64_t blocks) {
+    o.num_kv_blocks = blocks;
+    auto engine = make_engine(o);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (int i = 0; i < 2; ++i) {
+      GenerateRequest r = image_request(page_png(300 + 20 * i, 400, i), 1, 120);
+      r.sampling.seed = 7;
+      streams.push_back(*engine->submit(r));
+    }
+    std::vector<std::vector<int32_t>> out;
+    for (auto& s : streams) {
+      Seen seen = read_to_end(*s);
+      REQUIRE(seen.final->error.ok());
+      CHECK(seen.tokens.size() == 120);
+      out.push_back(seen.tokens);
+    }
+    EngineStats st = engine->stats();
+    check_all_freed(*engine);
+    return std::make_pair(out, st.scheduler.preemptions);
+  };
+  auto [tight, preemptions] = run(40);
+  CHECK(preemptions > 0);
+  auto [roomy, none] = run(600);
+  CHECK(none == 0);
+  // Tokens are not compared with the roomy run: on the random model the two runs part after a
+  // few tokens (by the arithmetic, before any preemption; not verified): an open question.
+  CHECK(tight.size() == roomy.size());
+}
