@@ -89,22 +89,27 @@ struct Seen {
   int finals = 0;
 };
 
-// Reads what is there (up to `wait` for each next event) until the final event or a timeout.
+// Reads at most one event (waiting up to `wait`); false when none came.
+bool read_one(RequestStream& s, Seen& seen, milliseconds wait) {
+  if (seen.final) return false;
+  auto e = s.next(wait);
+  if (!e) return false;
+  if (e->accepted) seen.accepted = true;
+  seen.tokens.insert(seen.tokens.end(), e->token_ids.begin(), e->token_ids.end());
+  if (e->finished) {
+    ++seen.finals;
+    seen.final = std::move(*e);
+  }
+  return true;
+}
+
+// Reads until the final event or until no event comes within `wait`.
 void read(RequestStream& s, Seen& seen, milliseconds wait) {
-  while (!seen.final) {
-    auto e = s.next(wait);
-    if (!e) return;
-    if (e->accepted) seen.accepted = true;
-    seen.tokens.insert(seen.tokens.end(), e->token_ids.begin(), e->token_ids.end());
-    if (e->finished) {
-      ++seen.finals;
-      seen.final = std::move(*e);
-    }
+  while (read_one(s, seen, wait)) {
   }
 }
 
-Seen read_to_end(RequestStream& s, milliseconds limit = milliseconds(60000)) {
-  Seen seen;
+Seen read_to_end(RequestStream& s, Seen seen = {}, milliseconds limit = milliseconds(60000)) {
   const auto t = Clock::now();
   while (!seen.final && ms_since(t) < limit.count()) read(s, seen, milliseconds(50));
   REQUIRE(seen.final.has_value());
@@ -211,25 +216,20 @@ TEST_CASE("a request cancelled on its way to the engine thread is never admitted
   auto a = engine->submit(image_request(big_page(), 1, 3));
   REQUIRE(a.ok());
   Seen sa;
-  while (!sa.accepted) read(**a, sa, milliseconds(1));
+  while (!sa.accepted) read_one(**a, sa, milliseconds(1));
   std::this_thread::sleep_for(milliseconds(30));
   auto b = engine->submit(text_request(50));
   REQUIRE(b.ok());
   Seen sb;
-  while (!sb.accepted && !sb.final) read(**b, sb, milliseconds(1));
+  while (!sb.accepted && !sb.final) read_one(**b, sb, milliseconds(1));
   (*b)->cancel();
   read(**a, sa, milliseconds(0));
   const bool engine_was_busy = sa.tokens.empty();  // A's first step had not ended
-  read(**b, sb, milliseconds(0));
-  sb = [&] {
-    Seen rest = read_to_end(**b);
-    rest.accepted = sb.accepted;
-    return rest;
-  }();
+  sb = read_to_end(**b, sb);
   check_cancelled_without_output(sb);
   if (!engine_was_busy) WARN("A's first step ended before B's cancel: the inbox path was not hit");
   CHECK(engine_was_busy);
-  CHECK(read_to_end(**a).final->error.ok());
+  CHECK(read_to_end(**a, sa).final->error.ok());
   EngineStats s = engine->stats();
   CHECK(s.requests_cancelled == 1);
   CHECK(s.requests_finished == 1);
@@ -244,18 +244,18 @@ TEST_CASE("a request cancelled while waiting for a sequence slot ends without ru
   auto a = engine->submit(text_request(1500));
   REQUIRE(a.ok());
   Seen sa;
-  while (sa.tokens.empty()) read(**a, sa, milliseconds(10));
+  while (sa.tokens.empty()) read_one(**a, sa, milliseconds(10));
   auto b = engine->submit(text_request(50));
   REQUIRE(b.ok());
   REQUIRE(eventually(*engine, [](const EngineStats& s) { return s.scheduler.waiting == 1; }));
   (*b)->cancel();
-  Seen sb = read_to_end(**b, milliseconds(5000));
+  Seen sb = read_to_end(**b, {}, milliseconds(5000));
   check_cancelled_without_output(sb);
   CHECK(sb.accepted);
   read(**a, sa, milliseconds(0));
   CHECK_FALSE(sa.final.has_value());  // A still runs: B really was waiting
   (*a)->cancel();
-  Seen rest = read_to_end(**a);
+  Seen rest = read_to_end(**a, sa);
   CHECK(rest.final->finish_reason == FinishReason::kCancelled);
   EngineStats s = engine->stats();
   CHECK(s.requests_cancelled == 2);
@@ -268,7 +268,7 @@ TEST_CASE("a running request stops generating once its cancel is seen", "[engine
   auto a = engine->submit(image_request(small_page(), 1, 1500));
   REQUIRE(a.ok());
   Seen seen;
-  while (seen.tokens.size() < 3) read(**a, seen, milliseconds(10));
+  while (seen.tokens.size() < 3) read_one(**a, seen, milliseconds(10));
   const auto cancelled_at = Clock::now();
   (*a)->cancel();
   read(**a, seen, milliseconds(100));
@@ -370,16 +370,16 @@ TEST_CASE("the pending-image budget refuses past it and frees once images are en
   // Once a request has produced a token its pixels are encoded and its charge is gone, while it
   // keeps running.
   Seen sa, sb;
-  while (sa.tokens.empty()) read(**a, sa, milliseconds(10));
-  while (sb.tokens.empty()) read(**b, sb, milliseconds(10));
+  while (sa.tokens.empty()) read_one(**a, sa, milliseconds(10));
+  while (sb.tokens.empty()) read_one(**b, sb, milliseconds(10));
   CHECK(engine->stats().pending_image_bytes == 0);
   auto c = engine->submit(image_request(small_page(), 1, 3));
   REQUIRE(c.ok());
   CHECK(read_to_end(**c).final->error.ok());
   (*a)->cancel();
   (*b)->cancel();
-  read_to_end(**a);
-  read_to_end(**b);
+  read_to_end(**a, sa);
+  read_to_end(**b, sb);
   check_all_freed(*engine);
 }
 
