@@ -17,4 +17,6 @@ void reuse_heap_for_large_allocations() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);   // free heap memory is kept for reuse, up to 1 GiB
 }
 
+void release_free_heap_memory() { malloc_trim(0); }
+
 }  // namespace dsocr

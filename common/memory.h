@@ -20,5 +20,8 @@ namespace dsocr {
 
 void use_mmap_for_large_allocations();
 void reuse_heap_for_large_allocations();
+// Returns malloc's free memory (every arena, not just the top of the heap) to the system; the
+// heap keeps up to M_TRIM_THRESHOLD free otherwise. For idle times: it takes the arena locks.
+void release_free_heap_memory();
 
 }  // namespace dsocr

@@ -17,12 +17,22 @@ uint64_t mix(uint64_t h, uint64_t v) {
 
 }  // namespace
 
+uint64_t cache_salt_hash(std::string_view salt) {
+  if (salt.empty()) return 0;
+  // The length first, so that no salt is a prefix-extension of another's chain.
+  uint64_t h = mix(0x452821E638D01377ull, salt.size());
+  for (unsigned char c : salt) h = mix(h, c);
+  return h == 0 ? 1 : h;
+}
+
 std::vector<uint64_t> block_hashes(std::span<const int32_t> tokens,
-                                   std::span<const ImageSpanRef> images, int block_size) {
+                                   std::span<const ImageSpanRef> images, int block_size,
+                                   uint64_t salt_hash) {
   DSOCR_CHECK_GT(block_size, 0);
   std::vector<uint64_t> out;
   const int64_t full = static_cast<int64_t>(tokens.size()) / block_size;
   uint64_t h = 0x243F6A8885A308D3ull;
+  if (salt_hash != 0) h = mix(h, salt_hash);
   for (int64_t b = 0; b < full; ++b) {
     const int64_t begin = b * block_size, end = begin + block_size;
     for (int64_t i = begin; i < end; ++i) h = mix(h, static_cast<uint32_t>(tokens[i]));

@@ -10,6 +10,11 @@
 // reuses them (find_cached_prefix() + allocate()). A hit always leaves at least one prompt token to
 // compute, because the model needs one position to produce logits from.
 //
+// Cache salt: a request may carry a salt (an opaque string from its client) that starts its hash
+// chain, so requests with different salts never share a block and a client cannot learn from its
+// cached-token count that someone else sent the same page; equal salts share as usual. The empty
+// salt is the shared cache (its hashes are those of an unsalted chain).
+//
 // Eviction: a block whose last user frees it goes to the free list but keeps its cached contents
 // until it is reused (LRU: the longest-free block is taken first; a sequence's blocks are freed
 // tail first, so a shared prefix outlives the suffixes that depend on it).
@@ -24,6 +29,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -38,9 +44,14 @@ struct ImageSpanRef {
   uint64_t content_hash;
 };
 
-// The chained hashes of the full blocks of `tokens` (tokens.size() / block_size of them).
+// The 64-bit chain start a cache salt stands for: 0 for the empty salt (no salt), never 0 else.
+uint64_t cache_salt_hash(std::string_view salt);
+
+// The chained hashes of the full blocks of `tokens` (tokens.size() / block_size of them), the
+// chain started by `salt_hash` (from cache_salt_hash(); 0: unsalted).
 std::vector<uint64_t> block_hashes(std::span<const int32_t> tokens,
-                                   std::span<const ImageSpanRef> images, int block_size);
+                                   std::span<const ImageSpanRef> images, int block_size,
+                                   uint64_t salt_hash = 0);
 
 // The blocks one sequence (request) holds, in order.
 struct KvBlocks {

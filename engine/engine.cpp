@@ -25,6 +25,7 @@
 #include "tokenizer/ocr_prompt.h"
 #include "tokenizer/tokenizer.h"
 #include "vision/pixel_values.h"
+#include "vision/preprocess.h"
 #include "vision/vision_model.h"
 #include "vision/vision_workers.h"
 #include "weights/cpu_allocator.h"
@@ -58,7 +59,10 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// A request's event queue between the engine thread (producer) and its reader.
+// A request's event queue between the threads that produce its events and its reader. Whichever
+// thread ends the request first (the engine thread, a preparation worker, a cancel, drain) claims
+// the final event (claim_final()) and then sends it; a claimed stream takes no other event, so the
+// final event is the last one and comes exactly once.
 class StreamImpl : public RequestStream {
  public:
   StreamImpl(std::string id, std::function<void(uint64_t)> on_cancel, uint64_t seq_id)
@@ -66,8 +70,7 @@ class StreamImpl : public RequestStream {
 
   std::optional<StreamEvent> next(std::chrono::milliseconds timeout) override {
     std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, timeout,
-                      [&] { return !events_.empty() || (done_ && events_.empty()); }))
+    if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty() || done_; }))
       return std::nullopt;
     if (events_.empty()) return std::nullopt;
     StreamEvent e = std::move(events_.front());
@@ -77,25 +80,45 @@ class StreamImpl : public RequestStream {
   void cancel() override {
     {
       std::lock_guard lock(mu_);
-      if (done_ || cancelled_) return;
+      if (claimed_ || cancelled_) return;
       cancelled_ = true;
     }
     on_cancel_(seq_id_);
   }
   const std::string& request_id() const override { return id_; }
 
+  // An "accepted" or token event; dropped once the request has ended.
   void push(StreamEvent e) {
     {
       std::lock_guard lock(mu_);
-      if (done_) return;
-      done_ = e.finished;
+      if (claimed_) return;
       events_.push_back(std::move(e));
     }
     cv_.notify_all();
   }
-  bool done() const {
+  // True for exactly one caller, who must then push_final().
+  bool claim_final() {
     std::lock_guard lock(mu_);
-    return done_;
+    if (claimed_) return false;
+    claimed_ = true;
+    return true;
+  }
+  void push_final(StreamEvent e) {
+    {
+      std::lock_guard lock(mu_);
+      DSOCR_CHECK(claimed_ && !done_) << "final event of " << id_ << " not claimed or sent twice";
+      done_ = true;
+      events_.push_back(std::move(e));
+    }
+    cv_.notify_all();
+  }
+  bool cancelled() const {
+    std::lock_guard lock(mu_);
+    return cancelled_;
+  }
+  bool ended() const {
+    std::lock_guard lock(mu_);
+    return claimed_;
   }
 
  private:
@@ -105,35 +128,107 @@ class StreamImpl : public RequestStream {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<StreamEvent> events_;
-  bool done_ = false, cancelled_ = false;
+  bool cancelled_ = false;
+  bool claimed_ = false;  // its final event is on its way: no other event is taken
+  bool done_ = false;     // its final event is in events_
+};
+
+// One request from submit() to its final event, shared by every thread it passes through. The
+// engine keeps the open ones (EngineImpl::open_) so that drain() can end them wherever they are.
+struct Ticket {
+  Ticket(uint64_t id, std::shared_ptr<StreamImpl> s, GenerateRequest r, Clock::time_point t)
+      : seq_id(id), stream(std::move(s)), submitted(t), queued(std::move(r)) {}
+
+  // The request, until a preparation worker takes it. A cancel or drain before then drops it
+  // (its image bytes with it) and the worker's task finds nothing to do.
+  std::optional<GenerateRequest> take() {
+    std::lock_guard lock(mu);
+    std::optional<GenerateRequest> r = std::move(queued);
+    queued.reset();
+    return r;
+  }
+
+  const uint64_t seq_id;
+  const std::shared_ptr<StreamImpl> stream;
+  const Clock::time_point submitted;
+  // Bytes held against max_pending_image_bytes; only ever lowered after submit (uncharge()).
+  std::atomic<int64_t> charged_bytes{0};
+
+ private:
+  std::mutex mu;
+  std::optional<GenerateRequest> queued;  // guarded by mu
 };
 
 // A request after preparation, on its way to the engine thread.
 struct PreparedRequest {
-  uint64_t seq_id;
-  std::shared_ptr<StreamImpl> stream;
-  GenerateRequest request;
+  std::shared_ptr<Ticket> ticket;
+  GenerateRequest request;  // without its image bytes
   tokenizer::OcrPrompt prompt;
   std::vector<vision::PreprocessedImage> images;
-  Clock::time_point submitted, prepared;
+  Clock::time_point prepared;
 };
 
 // Engine-thread bookkeeping of a live request.
 struct LiveRequest {
-  std::shared_ptr<StreamImpl> stream;
-  std::vector<vision::PreprocessedImage> images;
-  std::vector<at::Tensor> embeddings;  // per image, defined while needed
+  std::shared_ptr<Ticket> ticket;
+  uint64_t cache_salt = 0;                        // cache_salt_hash() of its salt
+  std::vector<vision::PreprocessedImage> images;  // pixels, until encoded
+  std::vector<int64_t> pixel_bytes;               // of each image still charged to the budget
+  std::vector<at::Tensor> embeddings;             // per image, on the device while needed
+  // Per image once encoded, on the host: a recompute after preemption needs the embeddings
+  // again, and the pixels are gone by then (smaller than the pixels, and off the GPU).
+  std::vector<at::Tensor> encoded;
   std::mt19937_64 rng;
-  Clock::time_point submitted, prepared, first_scheduled, first_token;
+  Clock::time_point prepared, first_scheduled, first_token;
   bool scheduled = false, produced = false, return_logits = false;
   int64_t image_tokens = 0;
   double encode_ms = 0;
 };
 
+// An image encoding kept for reuse, per cache salt: a salted request must not learn (from its
+// encode time) that another client sent the same page.
+struct CachedEncoding {
+  uint64_t cache_salt;
+  uint64_t content_hash;
+  at::Tensor embeddings;
+};
+
+int64_t pixel_bytes(const vision::PreprocessedImage& image) {
+  int64_t n = static_cast<int64_t>(image.global_view.pixels.size());
+  for (const auto& tile : image.tiles) n += static_cast<int64_t>(tile.pixels.size());
+  return n;
+}
+
+StreamEvent cancelled_event() {
+  StreamEvent e;
+  e.finished = true;
+  e.finish_reason = FinishReason::kCancelled;
+  return e;
+}
+
+StreamEvent shutdown_event() {
+  StreamEvent e = cancelled_event();
+  e.error = Status(StatusCode::kUnavailable, "the server is shutting down");
+  return e;
+}
+
+StreamEvent error_event(Status status) {
+  StreamEvent e;
+  e.finished = true;
+  e.finish_reason = FinishReason::kError;
+  e.error = std::move(status);
+  return e;
+}
+
 class EngineImpl : public Engine {
  public:
   explicit EngineImpl(const EngineOptions& options) : options_(options) {}
-  ~EngineImpl() override { stop(); }
+  ~EngineImpl() override {
+    stop();
+    if (thread_.joinable()) thread_.join();  // the step drain() did not wait for
+    // Before the members its tasks use go: queued tasks find their requests ended and return.
+    workers_.reset();
+  }
 
   Status init();
 
@@ -150,17 +245,28 @@ class EngineImpl : public Engine {
   }
 
  private:
-  void prepare(uint64_t seq_id, std::shared_ptr<StreamImpl> stream, GenerateRequest request,
-               Clock::time_point submitted);
-  void fail(const std::shared_ptr<StreamImpl>& stream, Status status);
+  void prepare(const std::shared_ptr<Ticket>& ticket);
+  // Ends a request with `final` unless it has ended already (threads race to end it: the engine
+  // thread, a worker, a cancel, drain): counts it, returns its budget and forgets it before the
+  // event is visible, so that a client holding its final event reads stats() that include it.
+  // `seq` adds its token counts; `publish_scheduler` (engine thread only) publishes the
+  // scheduler's stats with it. False when it had already ended.
+  bool end_request(std::shared_ptr<Ticket> ticket, StreamEvent final, const Sequence* seq = nullptr,
+                   bool publish_scheduler = false);
+  bool try_charge(int64_t bytes);
+  void uncharge(Ticket& ticket, int64_t bytes);
   void request_cancel(uint64_t seq_id);
   void loop();
   void step();
   void admit(PreparedRequest prepared);
   void encode_images(const StepPlan& plan);
+  void keep_encoding(LiveRequest& live, int image_index, const at::Tensor& embeddings);
   at::Tensor run_model(const StepPlan& plan);
   void finish(Sequence* seq);
-  void stop();
+  void release_idle_memory();
+  // Ends every open request (shutdown_event()), stops the engine thread and waits up to `grace`
+  // for it to leave its step; the destructor waits for the rest.
+  void stop(std::chrono::milliseconds grace = std::chrono::hours(1));
   StatusOr<int64_t> size_kv_cache();
 
   EngineOptions options_;
@@ -180,17 +286,22 @@ class EngineImpl : public Engine {
   // Shared with other threads (mu_).
   mutable std::mutex mu_;
   std::condition_variable wake_;
+  std::condition_variable all_ended_;  // open_ became empty, or the engine thread left its loop
   std::deque<PreparedRequest> inbox_;
   std::vector<uint64_t> cancels_;
+  // Every request without its final event yet, wherever it is.
+  std::unordered_map<uint64_t, std::shared_ptr<Ticket>> open_;
   bool stopping_ = false;
+  bool loop_exited_ = false;
   std::atomic<uint64_t> next_seq_id_{1};
   std::atomic<int64_t> preparing_{0};
-  EngineStats counters_;       // guarded by mu_ (copied into stats())
-  SchedulerStats last_sched_;  // guarded by mu_
+  std::atomic<int64_t> pending_bytes_{0};  // sum of the open tickets' charged_bytes
+  EngineStats counters_;                   // guarded by mu_ (copied into stats())
+  SchedulerStats last_sched_;              // guarded by mu_
 
   // Engine thread only.
   std::unordered_map<uint64_t, LiveRequest> live_;
-  std::list<std::pair<uint64_t, at::Tensor>> image_cache_;  // content hash -> embeddings (LRU)
+  std::list<CachedEncoding> image_cache_;  // most recently used first
   std::thread thread_;
   std::shared_ptr<spdlog::logger> logger_ = log::get("engine");
 };
@@ -309,112 +420,209 @@ StatusOr<std::shared_ptr<RequestStream>> EngineImpl::submit(GenerateRequest requ
     return Status(StatusCode::kUnavailable,
                   std::string("engine is ") + std::string(engine_state_name(state_.load())));
   DSOCR_RETURN_IF_ERROR(request.sampling.validate());
+  int64_t charge = 0;
+  for (const std::string& image : request.images) charge += pending_image_bytes(image.size());
+  if (!try_charge(charge))
+    return resource_exhausted("too much image data is waiting to be processed (" +
+                              std::to_string(pending_bytes_.load() >> 20) + " of " +
+                              std::to_string(options_.max_pending_image_bytes >> 20) +
+                              " MiB pending, this request needs " + std::to_string(charge >> 20) +
+                              " MiB); retry later");
   const uint64_t seq_id = next_seq_id_++;
   auto stream = std::make_shared<StreamImpl>(
       request.request_id, [this](uint64_t id) { request_cancel(id); }, seq_id);
-  const auto submitted = Clock::now();
+  auto ticket = std::make_shared<Ticket>(seq_id, stream, std::move(request), Clock::now());
+  ticket->charged_bytes = charge;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      pending_bytes_ -= charge;
+      return Status(StatusCode::kUnavailable, "engine is stopping");
+    }
+    open_.emplace(seq_id, ticket);
+  }
   ++preparing_;
-  bool posted =
-      workers_->try_post([this, seq_id, stream, submitted, r = std::move(request)]() mutable {
-        prepare(seq_id, stream, std::move(r), submitted);
-      });
-  if (!posted) {
+  if (!workers_->try_post([this, ticket] { prepare(ticket); })) {
     --preparing_;
+    {
+      std::lock_guard lock(mu_);
+      open_.erase(seq_id);
+      pending_bytes_ -= ticket->charged_bytes.exchange(0);
+      if (open_.empty()) all_ended_.notify_all();
+    }
     return resource_exhausted("too many requests are waiting for preparation (" +
                               std::to_string(options_.max_queued_requests) + "); retry later");
   }
   return std::shared_ptr<RequestStream>(stream);
 }
 
-void EngineImpl::fail(const std::shared_ptr<StreamImpl>& stream, Status status) {
-  StreamEvent e;
-  e.finished = true;
-  e.finish_reason = FinishReason::kError;
-  e.error = std::move(status);
-  stream->push(std::move(e));
-  std::lock_guard lock(mu_);
-  ++counters_.requests_failed;
+bool EngineImpl::try_charge(int64_t bytes) {
+  const int64_t limit = options_.max_pending_image_bytes;
+  int64_t pending = pending_bytes_.load();
+  do {
+    if (bytes > 0 && limit > 0 && pending + bytes > limit) return false;
+  } while (!pending_bytes_.compare_exchange_weak(pending, pending + bytes));
+  return true;
 }
 
-void EngineImpl::prepare(uint64_t seq_id, std::shared_ptr<StreamImpl> stream,
-                         GenerateRequest request, Clock::time_point submitted) {
+void EngineImpl::uncharge(Ticket& ticket, int64_t bytes) {
+  int64_t held = ticket.charged_bytes.load(), given = 0;
+  do {
+    given = std::clamp<int64_t>(bytes, 0, held);
+  } while (!ticket.charged_bytes.compare_exchange_weak(held, held - given));
+  pending_bytes_ -= given;
+}
+
+bool EngineImpl::end_request(std::shared_ptr<Ticket> ticket, StreamEvent final, const Sequence* seq,
+                             bool publish_scheduler) {
+  if (!ticket->stream->claim_final()) return false;
+  (void)ticket->take();  // image bytes still queued for preparation go now
+  {
+    std::lock_guard lock(mu_);
+    switch (final.finish_reason) {
+      case FinishReason::kCancelled:
+        ++counters_.requests_cancelled;
+        break;
+      case FinishReason::kError:
+        ++counters_.requests_failed;
+        break;
+      default:
+        ++counters_.requests_finished;
+    }
+    if (final.finish_reason == FinishReason::kLoop) ++counters_.loops_detected;
+    if (seq != nullptr) {
+      counters_.prompt_tokens += static_cast<uint64_t>(seq->prompt_len);
+      counters_.image_tokens += static_cast<uint64_t>(final.usage.image_tokens);
+      counters_.cached_tokens += static_cast<uint64_t>(seq->num_cached_tokens);
+      counters_.generated_tokens += static_cast<uint64_t>(seq->output_len());
+    }
+    // The flake this prevents: a client that read its final event saw KV blocks its request
+    // had already freed, because the stats were published after the event.
+    if (publish_scheduler) last_sched_ = scheduler_->stats();
+    pending_bytes_ -= ticket->charged_bytes.exchange(0);
+    open_.erase(ticket->seq_id);
+    if (open_.empty()) all_ended_.notify_all();
+  }
+  ticket->stream->push_final(std::move(final));
+  return true;
+}
+
+void EngineImpl::prepare(const std::shared_ptr<Ticket>& ticket) {
   struct Done {
     std::atomic<int64_t>& n;
     ~Done() { --n; }
   } done{preparing_};
-  if (stream->done()) return;
-  PreparedRequest p{seq_id, stream, std::move(request), {}, {}, submitted, {}};
+  std::optional<GenerateRequest> request = ticket->take();
+  if (!request) return;  // ended while queued
+  StreamImpl& stream = *ticket->stream;
+  PreparedRequest p{ticket, std::move(*request), {}, {}, {}};
   std::vector<int64_t> counts;
+  int64_t pixels = 0;
   for (size_t i = 0; i < p.request.images.size(); ++i) {
+    // Between images: a cancel (or drain) ends the request here, not after all of them.
+    if (stream.cancelled()) {
+      end_request(ticket, cancelled_event());
+      return;
+    }
+    if (stream.ended()) return;
     auto image = vision::decode_and_preprocess(p.request.images[i], {});
     if (!image.ok()) {
-      fail(stream, image.status().with_context("image " + std::to_string(i + 1)));
+      end_request(ticket,
+                  error_event(image.status().with_context("image " + std::to_string(i + 1))));
       return;
     }
     counts.push_back(image->plan.image_tokens);
+    pixels += pixel_bytes(*image);
     p.images.push_back(std::move(image).value());
   }
   p.request.images.clear();  // the bytes are no longer needed
+  // From the worst case charged at submit down to what the pixels really take.
+  uncharge(*ticket, ticket->charged_bytes.load() - pixels);
   auto text = tokenizer::chat_prompt_text(std::span<const std::string>(&p.request.prompt, 1),
                                           counts.size());
-  if (!text.ok()) return fail(stream, text.status());
+  if (!text.ok()) {
+    end_request(ticket, error_event(text.status()));
+    return;
+  }
   auto prompt = prompt_builder_->build(*text, counts);
-  if (!prompt.ok()) return fail(stream, prompt.status());
+  if (!prompt.ok()) {
+    end_request(ticket, error_event(prompt.status()));
+    return;
+  }
   p.prompt = std::move(prompt).value();
   const int64_t prompt_len = static_cast<int64_t>(p.prompt.ids.size());
   const int64_t limit = options_.scheduler.max_model_len;
-  if (prompt_len + std::max<int64_t>(p.request.sampling.max_tokens, 1) > limit) {
-    return fail(
-        stream,
-        Status(StatusCode::kOutOfRange,
-               std::string(kContextLengthExceeded) + ": this model's maximum context length is " +
-                   std::to_string(limit) + " tokens; the prompt has " + std::to_string(prompt_len) +
-                   " tokens (" + std::to_string(p.prompt.num_image_tokens()) +
-                   " of them image tokens) and max_tokens is " +
-                   std::to_string(p.request.sampling.max_tokens)));
+  // Compared without adding: max_tokens may be near INT64_MAX, and the sum would wrap.
+  if (std::max<int64_t>(p.request.sampling.max_tokens, 1) > limit - prompt_len) {
+    end_request(ticket, error_event(Status(StatusCode::kOutOfRange,
+                                           std::string(kContextLengthExceeded) +
+                                               ": this model's maximum context length is " +
+                                               std::to_string(limit) + " tokens; the prompt has " +
+                                               std::to_string(prompt_len) + " tokens (" +
+                                               std::to_string(p.prompt.num_image_tokens()) +
+                                               " of them image tokens) and max_tokens is " +
+                                               std::to_string(p.request.sampling.max_tokens))));
+    return;
+  }
+  if (stream.cancelled()) {
+    end_request(ticket, cancelled_event());
+    return;
   }
   p.prepared = Clock::now();
   StreamEvent accepted;
   accepted.accepted = true;
-  stream->push(std::move(accepted));
+  stream.push(std::move(accepted));
   {
     std::lock_guard lock(mu_);
+    if (stopping_) return;  // stop() has ended it
     inbox_.push_back(std::move(p));
   }
   wake_.notify_one();
 }
 
 void EngineImpl::request_cancel(uint64_t seq_id) {
+  std::shared_ptr<Ticket> ticket;
   {
     std::lock_guard lock(mu_);
+    auto it = open_.find(seq_id);
+    if (it == open_.end()) return;  // ended already
+    ticket = it->second;
     cancels_.push_back(seq_id);
   }
   wake_.notify_one();
+  // Still queued for preparation: no stage will look at it before its task's turn comes, so it
+  // ends here and frees its bytes now. Later stages check the stream's cancelled flag (workers
+  // between images, the engine thread at admission) or get the id above (the scheduler).
+  if (ticket->take()) end_request(ticket, cancelled_event());
 }
 
 void EngineImpl::admit(PreparedRequest p) {
   auto seq = std::make_unique<Sequence>();
-  seq->id = p.seq_id;
+  seq->id = p.ticket->seq_id;
   seq->tokens = p.prompt.ids;
   seq->prompt_len = static_cast<int64_t>(seq->tokens.size());
   seq->params = p.request.sampling;
   const int64_t max_new = seq->params.max_tokens > 0
                               ? seq->params.max_tokens
                               : options_.scheduler.max_model_len - seq->prompt_len;
-  seq->max_total_tokens = std::min(options_.scheduler.max_model_len, seq->prompt_len + max_new);
+  seq->max_total_tokens =
+      seq->prompt_len + std::min(max_new, options_.scheduler.max_model_len - seq->prompt_len);
+  seq->cache_salt_hash = cache_salt_hash(p.request.cache_salt);
   LiveRequest live;
-  live.stream = p.stream;
+  live.ticket = p.ticket;
+  live.cache_salt = seq->cache_salt_hash;
   live.return_logits = p.request.return_logits;
   for (size_t i = 0; i < p.prompt.image_spans.size(); ++i) {
     const auto& span = p.prompt.image_spans[i];
     seq->images.push_back({static_cast<int64_t>(span.offset), static_cast<int64_t>(span.length),
                            p.images[i].content_hash, false});
     live.image_tokens += static_cast<int64_t>(span.length);
+    live.pixel_bytes.push_back(pixel_bytes(p.images[i]));
   }
   live.images = std::move(p.images);
   live.embeddings.resize(live.images.size());
+  live.encoded.resize(live.images.size());
   live.rng.seed(seq->params.seed ? *seq->params.seed : std::random_device{}());
-  live.submitted = p.submitted;
   live.prepared = p.prepared;
   live_.emplace(seq->id, std::move(live));
   scheduler_->add(std::move(seq));
@@ -426,18 +634,25 @@ void EngineImpl::encode_images(const StepPlan& plan) {
   std::vector<std::pair<LiveRequest*, int>> targets;
   for (const ImageToEncode& e : plan.images) {
     LiveRequest& live = live_.at(e.seq->id);
-    const auto& image = live.images[e.image_index];
-    auto hit = std::find_if(image_cache_.begin(), image_cache_.end(),
-                            [&](const auto& entry) { return entry.first == image.content_hash; });
+    const int i = e.image_index;
+    if (live.encoded[i].defined()) {  // again, after a preemption
+      live.embeddings[i] = live.encoded[i].to(device_);
+      continue;
+    }
+    const uint64_t content = e.seq->images[i].content_hash;
+    auto hit = std::find_if(image_cache_.begin(), image_cache_.end(), [&](const auto& entry) {
+      return entry.content_hash == content && entry.cache_salt == live.cache_salt;
+    });
     if (hit != image_cache_.end()) {
-      live.embeddings[e.image_index] = hit->second;
+      live.embeddings[i] = hit->embeddings;
+      keep_encoding(live, i, hit->embeddings);
       image_cache_.splice(image_cache_.begin(), image_cache_, hit);
       std::lock_guard lock(mu_);
       ++counters_.image_cache_hits;
       continue;
     }
-    batch.push_back(&image);
-    targets.emplace_back(&live, e.image_index);
+    batch.push_back(&live.images[i]);
+    targets.emplace_back(&live, i);
   }
   if (batch.empty()) return;
   const auto started = Clock::now();
@@ -446,9 +661,12 @@ void EngineImpl::encode_images(const StepPlan& plan) {
   // On CUDA the kernels are queued, not finished; waiting here makes the time the encoder's.
   if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
   const double elapsed_ms = ms_between(started, Clock::now());
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    targets[i].first->embeddings[targets[i].second] = blocks[i];
-    image_cache_.emplace_front(batch[i]->content_hash, blocks[i]);
+  pixels = {};
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    auto [live, i] = targets[k];
+    live->embeddings[i] = blocks[k];
+    image_cache_.push_front({live->cache_salt, batch[k]->content_hash, blocks[k]});
+    keep_encoding(*live, i, blocks[k]);  // frees the pixels batch[k] points to
   }
   // A request waits for the whole batch, so each one in it is charged the batch's time (once).
   std::set<LiveRequest*> charged;
@@ -459,6 +677,12 @@ void EngineImpl::encode_images(const StepPlan& plan) {
   std::lock_guard lock(mu_);
   counters_.images_encoded += blocks.size();
   counters_.vision_encode_seconds += elapsed_ms / 1000.0;
+}
+
+void EngineImpl::keep_encoding(LiveRequest& live, int image_index, const at::Tensor& embeddings) {
+  live.encoded[image_index] = device_.is_cuda() ? embeddings.to(at::kCPU) : embeddings;
+  live.images[image_index] = vision::PreprocessedImage{};
+  uncharge(*live.ticket, std::exchange(live.pixel_bytes[image_index], 0));
 }
 
 at::Tensor EngineImpl::run_model(const StepPlan& plan) {
@@ -506,43 +730,28 @@ at::Tensor EngineImpl::run_model(const StepPlan& plan) {
 }
 
 void EngineImpl::finish(Sequence* seq) {
-  // The final event is built first and sent last, so that a client holding it reads engine
-  // totals (stats()) that already count its request.
   auto it = live_.find(seq->id);
-  std::shared_ptr<StreamImpl> stream;
+  DSOCR_CHECK(it != live_.end()) << "finished request " << seq->id << " is not live";
+  LiveRequest& live = it->second;
+  const auto now = Clock::now();
+  const Clock::time_point submitted = live.ticket->submitted;
   StreamEvent e;
-  if (it != live_.end()) {
-    LiveRequest& live = it->second;
-    const auto now = Clock::now();
-    e.finished = true;
-    e.finish_reason = seq->finish_reason;
-    e.usage.prompt_tokens = seq->prompt_len;
-    e.usage.image_tokens = live.image_tokens;
-    e.usage.cached_tokens = seq->num_cached_tokens;
-    e.usage.completion_tokens = seq->output_len();
-    e.timings.prepare_ms = ms_between(live.submitted, live.prepared);
-    e.timings.queue_ms = live.scheduled ? ms_between(live.prepared, live.first_scheduled) : 0;
-    e.timings.ttft_ms = live.produced ? ms_between(live.submitted, live.first_token) : 0;
-    e.timings.total_ms = ms_between(live.submitted, now);
-    e.timings.encode_ms = live.encode_ms;
-    e.prompt_ids.assign(seq->tokens.begin(), seq->tokens.begin() + seq->prompt_len);
-    stream = std::move(live.stream);
-    live_.erase(it);
-  }
-  {
-    std::lock_guard lock(mu_);
-    counters_.prompt_tokens += static_cast<uint64_t>(seq->prompt_len);
-    counters_.image_tokens += static_cast<uint64_t>(e.usage.image_tokens);
-    counters_.cached_tokens += static_cast<uint64_t>(seq->num_cached_tokens);
-    counters_.generated_tokens += static_cast<uint64_t>(seq->output_len());
-    if (seq->finish_reason == FinishReason::kCancelled)
-      ++counters_.requests_cancelled;
-    else
-      ++counters_.requests_finished;
-    if (seq->finish_reason == FinishReason::kLoop) ++counters_.loops_detected;
-  }
+  e.finished = true;
+  e.finish_reason = seq->finish_reason;
+  e.usage.prompt_tokens = seq->prompt_len;
+  e.usage.image_tokens = live.image_tokens;
+  e.usage.cached_tokens = seq->num_cached_tokens;
+  e.usage.completion_tokens = seq->output_len();
+  e.timings.prepare_ms = ms_between(submitted, live.prepared);
+  e.timings.queue_ms = live.scheduled ? ms_between(live.prepared, live.first_scheduled) : 0;
+  e.timings.ttft_ms = live.produced ? ms_between(submitted, live.first_token) : 0;
+  e.timings.total_ms = ms_between(submitted, now);
+  e.timings.encode_ms = live.encode_ms;
+  e.prompt_ids.assign(seq->tokens.begin(), seq->tokens.begin() + seq->prompt_len);
+  std::shared_ptr<Ticket> ticket = std::move(live.ticket);
+  live_.erase(it);
+  end_request(std::move(ticket), std::move(e), seq, /*publish_scheduler=*/true);
   scheduler_->release(seq->id);
-  if (stream) stream->push(std::move(e));
 }
 
 void EngineImpl::step() {
@@ -558,10 +767,13 @@ void EngineImpl::step() {
     if (scheduler_->stats().running == 0 && head != nullptr) {
       const uint64_t id = head->id;
       scheduler_->abort(id);
-      fail(live_.at(id).stream,
-           resource_exhausted("the request needs more KV cache than the engine has"));
+      std::shared_ptr<Ticket> ticket = live_.at(id).ticket;
       live_.erase(id);
       scheduler_->release(id);
+      end_request(
+          std::move(ticket),
+          error_event(resource_exhausted("the request needs more KV cache than the engine has")),
+          nullptr, /*publish_scheduler=*/true);
     }
     return;
   }
@@ -604,7 +816,7 @@ void EngineImpl::step() {
       const float* begin = cpu_logits.data_ptr<float>() + row * cpu_logits.size(1);
       e.logits.assign(begin, begin + cpu_logits.size(1));
     }
-    live.stream->push(std::move(e));
+    live.ticket->stream->push(std::move(e));
     // Embeddings are no longer needed once their span is in the cache.
     for (size_t i = 0; i < c.seq->images.size(); ++i)
       if (c.seq->num_computed >= c.seq->images[i].offset + c.seq->images[i].length)
@@ -618,25 +830,51 @@ void EngineImpl::step() {
 
 void EngineImpl::loop() {
   log::ScopedRequestId no_request("");
+  const std::chrono::milliseconds idle_release(options_.idle_memory_release_ms);
+  auto last_busy = Clock::now();
+  bool released = true;  // nothing to hand back since the last release (or start)
   while (true) {
     std::deque<PreparedRequest> incoming;
     std::vector<uint64_t> cancels;
+    bool idle = false;
     {
       std::unique_lock lock(mu_);
-      wake_.wait(lock, [&] {
+      auto has_input = [&] {
         return stopping_ || !inbox_.empty() || !cancels_.empty() || scheduler_->has_work();
-      });
+      };
+      if (released || idle_release.count() <= 0)
+        wake_.wait(lock, has_input);
+      else
+        idle = !wake_.wait_until(lock, last_busy + idle_release, has_input);
       if (stopping_) break;
       incoming.swap(inbox_);
       cancels.swap(cancels_);
     }
-    for (auto& p : incoming) admit(std::move(p));
+    if (idle) {
+      if (preparing_ == 0) {
+        release_idle_memory();
+        released = true;
+      } else {
+        last_busy = Clock::now();  // the workers are busy: not idle yet
+      }
+      continue;
+    }
+    released = false;
+    // A request cancelled on its way here (after its worker's last look) is never admitted.
+    for (auto& p : incoming) {
+      if (p.ticket->stream->cancelled())
+        end_request(p.ticket, cancelled_event(), nullptr, /*publish_scheduler=*/true);
+      else if (!p.ticket->stream->ended())
+        admit(std::move(p));
+    }
+    incoming.clear();  // the pixels of those not admitted
     for (uint64_t id : cancels) {
       if (scheduler_->abort(id)) finish(scheduler_->find(id));
     }
     if (!scheduler_->has_work()) {
       std::lock_guard lock(mu_);
       last_sched_ = scheduler_->stats();
+      last_busy = Clock::now();
       continue;
     }
     try {
@@ -646,22 +884,33 @@ void EngineImpl::loop() {
       state_ = EngineState::kUnhealthy;
       for (auto& [id, live] : live_) {
         scheduler_->abort(id);
-        fail(live.stream,
-             Status(StatusCode::kInternal, std::string("engine step failed: ") + e.what()));
         scheduler_->release(id);
+        end_request(live.ticket,
+                    error_event(Status(StatusCode::kInternal,
+                                       std::string("engine step failed: ") + e.what())),
+                    nullptr, /*publish_scheduler=*/true);
       }
       live_.clear();
     }
+    last_busy = Clock::now();
   }
-  // Stopped: every request still here is cancelled.
-  for (auto& [id, live] : live_) {
-    StreamEvent e;
-    e.finished = true;
-    e.finish_reason = FinishReason::kCancelled;
-    e.error = Status(StatusCode::kUnavailable, "the server is shutting down");
-    live.stream->push(std::move(e));
-  }
+  // Stopped: stop() has ended every open request; this only catches up with the bookkeeping.
+  for (auto& [id, live] : live_) end_request(live.ticket, shutdown_event());
   live_.clear();
+  std::lock_guard lock(mu_);
+  inbox_.clear();
+  loop_exited_ = true;
+  all_ended_.notify_all();
+}
+
+void EngineImpl::release_idle_memory() {
+  const weights::CpuAllocatorStats before = weights::cpu_allocator_stats();
+  weights::release_cached_cpu_memory();
+  release_free_heap_memory();
+  logger_->debug("idle: returned {:.1f} MiB of cached tensor memory and malloc's free pages",
+                 before.cached_bytes / double(1 << 20));
+  std::lock_guard lock(mu_);
+  ++counters_.idle_memory_releases;
 }
 
 EngineStats EngineImpl::stats() const {
@@ -672,32 +921,45 @@ EngineStats EngineImpl::stats() const {
   s.kv_blocks = cache_.num_blocks;
   s.block_size = options_.block_size;
   s.queued_for_preparation = preparing_.load();
+  s.pending_image_bytes = pending_bytes_.load();
   return s;
 }
 
 void EngineImpl::drain(std::chrono::milliseconds timeout) {
-  if (state_ == EngineState::kReady || state_ == EngineState::kUnhealthy)
-    state_ = EngineState::kDraining;
   const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    {
-      std::lock_guard lock(mu_);
-      if (inbox_.empty() && preparing_ == 0 && last_sched_.running == 0 && last_sched_.waiting == 0)
-        break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EngineState from = state_.load();
+  while ((from == EngineState::kReady || from == EngineState::kUnhealthy) &&
+         !state_.compare_exchange_weak(from, EngineState::kDraining)) {
   }
-  stop();
+  {
+    std::unique_lock lock(mu_);
+    all_ended_.wait_until(lock, deadline, [&] { return open_.empty() || stopping_; });
+  }
+  // A step in progress may take seconds (a batch of pages through the vision encoder on a CPU);
+  // its requests have their final events already, so drain does not wait for it.
+  stop(std::chrono::milliseconds(100));
 }
 
-void EngineImpl::stop() {
+void EngineImpl::stop(std::chrono::milliseconds grace) {
+  std::vector<std::shared_ptr<Ticket>> left;
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
     stopping_ = true;
+    for (const auto& [id, ticket] : open_) left.push_back(ticket);
   }
   wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  // Ended here, not by the stages holding them: a worker may be inside a long decode and the
+  // engine thread inside a step; both see the ended streams and drop them.
+  for (auto& ticket : left) end_request(ticket, shutdown_event());
+  if (!left.empty()) logger_->info("stopped with {} requests unfinished", left.size());
+  bool exited = !thread_.joinable();  // never started: init() failed
+  if (!exited) {
+    std::unique_lock lock(mu_);
+    exited = all_ended_.wait_for(lock, grace, [&] { return loop_exited_; });
+  }
+  if (exited && thread_.joinable()) thread_.join();
+  if (!exited) logger_->info("the engine thread ends its step in the background");
   state_ = EngineState::kStopped;
   if (!device_.is_cuda()) {
     const weights::CpuAllocatorStats a = weights::cpu_allocator_stats();
@@ -707,6 +969,15 @@ void EngineImpl::stop() {
 }
 
 }  // namespace
+
+int64_t pending_image_bytes(size_t encoded_bytes) {
+  // Preprocessing makes at most kMaxTiles local tiles and one global view, all 8-bit RGB.
+  constexpr int64_t kMostPixelBytes =
+      (int64_t{vision::kMaxTiles} * vision::kTileSize * vision::kTileSize +
+       int64_t{vision::kGlobalViewSize} * vision::kGlobalViewSize) *
+      3;
+  return static_cast<int64_t>(encoded_bytes) + kMostPixelBytes;
+}
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   use_mmap_for_large_allocations();

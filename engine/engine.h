@@ -3,12 +3,24 @@
 //   auto engine = Engine::create(options);            // loads the model (state kLoading -> kReady)
 //   auto stream = engine->submit(request);            // fails fast: queue full, bad parameters
 //   while (auto event = stream->next(timeout)) ...    // tokens, then one final event
-//   stream->cancel();                                 // frees its KV on the next step
+//   stream->cancel();                                 // ends it wherever it is (below)
 //
 // One engine thread owns the model, the KV cache and the scheduler and runs steps while there is
 // work, sleeping otherwise. Requests are prepared off that thread: images are decoded and
 // preprocessed by the vision workers, the prompt is tokenised, and only then does the request
 // reach the engine thread. Everything else talks to the engine thread through queues.
+//
+// Every submitted request gets exactly one final event, whichever stage it is in when it ends:
+// queued for preparation, being prepared (a cancel is seen between images; the image being
+// decoded is finished), prepared but not yet with the engine thread, waiting for the scheduler,
+// or running. A cancelled request ends with FinishReason::kCancelled, counts once in
+// requests_cancelled, computes no token after the engine sees the cancel, and frees what it held
+// (image bytes, pixels, KV blocks). drain() ends all of them by its deadline.
+//
+// Memory: image memory of requests not yet running (encoded bytes queued for preparation,
+// preprocessed pixels waiting for the vision encoder) is bounded by max_pending_image_bytes;
+// pixels are freed once encoded. After a quiet spell the engine returns cached memory to the
+// system (idle_memory_release_ms).
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once
@@ -40,7 +52,14 @@ struct EngineOptions {
   SchedulerConfig scheduler;
   size_t vision_threads = 1;
   size_t max_queued_requests = 256;
-  int64_t max_pending_image_bytes = 1ll << 30;  // TEMP until engine-rel merges
+  // Budget for the image memory of requests accepted but not yet running: each image is charged
+  // pending_image_bytes() at submit (its encoded bytes plus the most pixels preprocessing can
+  // make of it), then its real pixel size once prepared, and nothing once the vision encoder has
+  // run it (or its request ended). submit() fails with kResourceExhausted past it; 0: no limit.
+  int64_t max_pending_image_bytes = 1ll << 30;
+  // After this long with nothing to do, hand cached CPU memory back to the system (the tensor
+  // allocator's free blocks, malloc's free pages); 0: never.
+  int64_t idle_memory_release_ms = 2000;
   int torch_threads = 0;  // 0: cores minus vision threads
 };
 
@@ -58,9 +77,14 @@ struct GenerateRequest {
   std::string prompt;
   std::vector<std::string> images;
   SamplingParams sampling;
-  std::string cache_salt;  // TEMP until engine-rel merges
   bool return_logits = false;  // debugging: each token event carries the raw logits it came from
+  // Prefix-cache isolation: requests share KV blocks (and cached_tokens, image encodings) only
+  // with requests of the same salt. Empty: the shared cache.
+  std::string cache_salt;
 };
+
+// What one image of `encoded_bytes` is charged against max_pending_image_bytes at submit.
+int64_t pending_image_bytes(size_t encoded_bytes);
 
 struct Usage {
   int64_t prompt_tokens = 0;
@@ -113,6 +137,8 @@ struct EngineStats {
   uint64_t loops_detected = 0;
   uint64_t requests_finished = 0, requests_cancelled = 0, requests_failed = 0;
   int64_t queued_for_preparation = 0;
+  int64_t pending_image_bytes = 0;  // charged against max_pending_image_bytes now
+  uint64_t idle_memory_releases = 0;
 };
 
 class Engine {
@@ -127,7 +153,10 @@ class Engine {
 
   virtual EngineState state() const = 0;
   virtual EngineStats stats() const = 0;
-  // Stops accepting, lets in-flight requests finish up to `timeout`, cancels the rest, stops.
+  // Stops accepting, lets in-flight requests finish up to `timeout`, then ends every request
+  // still held (kCancelled with kUnavailable "the server is shutting down") and stops. Returns
+  // at the deadline, plus the end of an engine step in progress; preparation tasks still queued
+  // then do nothing.
   virtual void drain(std::chrono::milliseconds timeout) = 0;
 
   // Model facts for the API layer.

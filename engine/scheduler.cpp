@@ -40,7 +40,7 @@ Sequence* Scheduler::add(std::unique_ptr<Sequence> seq) {
     std::vector<ImageSpanRef> spans;
     for (const auto& img : raw->images) spans.push_back({img.offset, img.length, img.content_hash});
     raw->block_hashes = block_hashes(std::span<const int32_t>(raw->tokens.data(), raw->prompt_len),
-                                     spans, blocks_.block_size());
+                                     spans, blocks_.block_size(), raw->cache_salt_hash);
   }
   sequences_[raw->id] = std::move(seq);
   waiting_.push_back(raw);

@@ -59,6 +59,7 @@ struct Sequence {
   std::vector<SequenceImage> images;
   SamplingParams params;
   int64_t max_total_tokens = 0;  // prompt_len + max_tokens, capped by max_model_len
+  uint64_t cache_salt_hash = 0;  // starts its prefix-cache hash chain (block_manager.h)
 
   SequenceStatus status = SequenceStatus::kWaiting;
   FinishReason finish_reason = FinishReason::kNone;

@@ -163,6 +163,7 @@ int run(int argc, char** argv) {
     options.vision_threads = static_cast<size_t>(config->vision_threads);
     options.max_queued_requests = static_cast<size_t>(config->max_queued_requests);
     options.max_pending_image_bytes = config->max_pending_image_bytes;
+    options.idle_memory_release_ms = config->idle_memory_release_ms;
     options.torch_threads = static_cast<int>(config->torch_threads);
     auto created = engine::Engine::create(options);
     if (!created.ok()) {

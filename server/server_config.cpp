@@ -27,8 +27,7 @@ Status ServerConfig::validate() const {
   DSOCR_RETURN_IF_ERROR(in_range("write-timeout", write_timeout_s, 1, 86'400));
   DSOCR_RETURN_IF_ERROR(
       in_range("max-buffered-body-bytes", max_buffered_body_bytes, 1024, 1ll << 40));
-  DSOCR_RETURN_IF_ERROR(
-      in_range("max-pending-image-bytes", max_pending_image_bytes, 1 << 20, 1ll << 40));
+
   DSOCR_RETURN_IF_ERROR(in_range("max-body-bytes", max_body_bytes, 1024, 1ll << 34));
   DSOCR_RETURN_IF_ERROR(in_range("keepalive-interval-ms", keepalive_interval_ms, 10, 600'000));
   DSOCR_RETURN_IF_ERROR(in_range("drain-timeout", drain_timeout_s, 0, 86'400));
@@ -40,6 +39,8 @@ Status ServerConfig::validate() const {
   DSOCR_RETURN_IF_ERROR(in_range("max-num-seqs", max_num_seqs, 1, 4096));
   DSOCR_RETURN_IF_ERROR(in_range("max-num-batched-tokens", max_num_batched_tokens, 16, 1 << 20));
   DSOCR_RETURN_IF_ERROR(in_range("max-queued-requests", max_queued_requests, 1, 1 << 20));
+  DSOCR_RETURN_IF_ERROR(in_range("max-pending-image-bytes", max_pending_image_bytes, 0, 1ll << 40));
+  DSOCR_RETURN_IF_ERROR(in_range("idle-memory-release-ms", idle_memory_release_ms, 0, 86'400'000));
   DSOCR_RETURN_IF_ERROR(in_range("num-kv-blocks", num_kv_blocks, 0, 1 << 24));
   DSOCR_RETURN_IF_ERROR(in_range("vision-threads", vision_threads, 1, 256));
   DSOCR_RETURN_IF_ERROR(in_range("torch-threads", torch_threads, 0, 1024));
@@ -125,8 +126,12 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
                 "requests waiting for image preparation before new ones get 429",
                 "DSOCR_MAX_QUEUED_REQUESTS");
   flags.add_int("max-pending-image-bytes", &c.max_pending_image_bytes,
-                "image bytes and pixels of requests accepted but not yet running (429 above)",
+                "image memory (encoded bytes, then pixels) of requests not yet running before new "
+                "ones get 429 (0: no limit)",
                 "DSOCR_MAX_PENDING_IMAGE_BYTES");
+  flags.add_int("idle-memory-release-ms", &c.idle_memory_release_ms,
+                "hand cached memory back to the system after this long idle (0: never)",
+                "DSOCR_IDLE_MEMORY_RELEASE_MS");
   flags.add_int("num-kv-blocks", &c.num_kv_blocks, "KV-cache blocks (0: size from free memory)",
                 "DSOCR_NUM_KV_BLOCKS");
   flags.add_double("kv-memory-fraction", &c.kv_memory_fraction,

@@ -43,7 +43,8 @@ struct ServerConfig {
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 2048;
   int64_t max_queued_requests = 256;
-  int64_t max_pending_image_bytes = 1ll << 30;  // image bytes and pixels waiting to run
+  int64_t max_pending_image_bytes = 1ll << 30;  // 0: no limit (engine::EngineOptions)
+  int64_t idle_memory_release_ms = 2'000;       // 0: never
   int64_t num_kv_blocks = 0;                    // 0: from free memory
   double kv_memory_fraction = 0.9;
   bool prefix_caching = true;

@@ -84,6 +84,35 @@ TEST_CASE("BlockManager: image content is part of the block hash", "[block_manag
   CHECK(ma[1] != mb[1]);
 }
 
+TEST_CASE("BlockManager: a cache salt starts a chain of its own", "[block_manager]") {
+  auto tokens = iota_tokens(12);
+  const auto plain = block_hashes(tokens, {}, 4);
+  CHECK(cache_salt_hash("") == 0);
+  CHECK(block_hashes(tokens, {}, 4, cache_salt_hash("")) == plain);  // empty: the shared cache
+  const uint64_t a = cache_salt_hash("tenant-a"), b = cache_salt_hash("tenant-b");
+  CHECK(a != 0);
+  CHECK(a != b);
+  CHECK(cache_salt_hash("tenant-a") == a);  // deterministic across requests
+  CHECK(cache_salt_hash(std::string_view("a\0", 2)) != cache_salt_hash("a"));
+  const auto salted_a = block_hashes(tokens, {}, 4, a);
+  const auto salted_b = block_hashes(tokens, {}, 4, b);
+  CHECK(block_hashes(tokens, {}, 4, a) == salted_a);
+  for (size_t i = 0; i < plain.size(); ++i) {
+    INFO("block " << i);
+    CHECK(salted_a[i] != plain[i]);
+    CHECK(salted_a[i] != salted_b[i]);
+  }
+  // What the cache makes of it: a prefix computed under salt a serves a, never b or unsalted.
+  BlockManager bm(8, 4, true);
+  KvBlocks seq;
+  REQUIRE(bm.allocate(&seq, 12));
+  bm.cache_blocks(&seq, salted_a, 12);
+  bm.free(&seq);
+  CHECK(bm.find_cached_prefix(salted_a, 13) == 3);
+  CHECK(bm.find_cached_prefix(salted_b, 13) == 0);
+  CHECK(bm.find_cached_prefix(plain, 13) == 0);
+}
+
 TEST_CASE("BlockManager: eviction is LRU, tails first", "[block_manager]") {
   BlockManager bm(4, 2, true);
   auto tokens = iota_tokens(8);

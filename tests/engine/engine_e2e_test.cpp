@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "engine/engine.h"
-#include "weights/make_model.h"
+#include "tests/engine/engine_test_util.h"
 
 using namespace dsocr;
 using namespace dsocr::engine;
@@ -24,29 +24,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path& tiny_model() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("dsocr_e2e_tiny_" + std::to_string(::getpid()));
-    weights::MakeModelOptions o;
-    o.preset = "tiny";
-    o.dtype = weights::DType::kF32;
-    o.out = d;
-    o.tokenizer_dir = DSOCR_DEFAULT_MODEL_FILES_DIR;
-    Status s = weights::make_model(o, nullptr);
-    if (!s.ok()) throw std::runtime_error(s.to_string());
-    return d;
-  }();
-  return dir;
-}
-
-std::string page_png(int w, int h, int seed) {
-  cv::Mat m(h, w, CV_8UC3);
-  cv::randu(m, cv::Scalar::all(0), cv::Scalar::all(255));
-  cv::rectangle(m, {seed * 7 % w, 10}, {w / 2, h / 3}, cv::Scalar(seed, 255 - seed, 40), -1);
-  std::vector<uint8_t> out;
-  cv::imencode(".png", m, out);
-  return std::string(out.begin(), out.end());
-}
+using testing::page_png;
+using testing::tiny_model;
 
 std::vector<GenerateRequest> make_requests(int n) {
   const std::vector<std::string> pages = {page_png(800, 600, 1), page_png(500, 300, 2),

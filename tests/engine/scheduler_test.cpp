@@ -124,6 +124,26 @@ TEST_CASE("scheduler starts after a prefix-cache hit and keeps one token to comp
   CHECK(p3.chunks[0].begin == 4);  // only block 0 matches: the image hash differs
 }
 
+TEST_CASE("scheduler shares prefix blocks only between equal cache salts", "[scheduler]") {
+  Scheduler s(SchedulerConfig{}, 64, 4, true);
+  auto run = [&](uint64_t id, std::string_view salt) {
+    auto seq = make_seq(id, 12, 1);
+    seq->cache_salt_hash = cache_salt_hash(salt);
+    s.add(std::move(seq));
+    StepPlan p = s.schedule();
+    REQUIRE(p.chunks.size() == 1);
+    const int64_t cached = s.find(id)->num_cached_tokens;
+    REQUIRE(s.update(p, tokens_for(p)).size() == 1);
+    s.release(id);
+    return cached;
+  };
+  CHECK(run(1, "alice") == 0);
+  CHECK(run(2, "bob") == 0);    // same prompt, another salt: nothing shared
+  CHECK(run(3, "") == 0);       // nor with the shared (unsalted) cache
+  CHECK(run(4, "alice") == 8);  // equal salts share as usual
+  CHECK(run(5, "") == 8);
+}
+
 TEST_CASE("scheduler encodes images within the image budget and cuts chunks before others",
           "[scheduler]") {
   SchedulerConfig cfg;
