@@ -48,6 +48,10 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
       kv_blocks_(r->gauge("dsocr_kv_cache_blocks", "KV-cache blocks in total.").labels({})),
       ready_(
           r->gauge("dsocr_engine_ready", "1 when the engine accepts requests, else 0.").labels({})),
+      pending_image_bytes_(r->gauge("dsocr_pending_image_bytes",
+                                    "Image memory of requests accepted but not yet running "
+                                    "(bounded by --max-pending-image-bytes).")
+                               .labels({})),
       prompt_tokens_(r->counter("dsocr_prompt_tokens_total",
                                 "Prompt tokens of finished requests (image tokens included).")
                          .labels({})),
@@ -104,6 +108,7 @@ void ServerMetrics::refresh(const engine::EngineStats* stats) {
   preparing_.set(static_cast<double>(stats->queued_for_preparation));
   kv_usage_.set(stats->scheduler.kv_usage);
   kv_blocks_.set(static_cast<double>(stats->kv_blocks));
+  pending_image_bytes_.set(static_cast<double>(stats->pending_image_bytes));
   const std::array<std::pair<Counter*, double>, kEngineTotals> totals = {{
       {&prompt_tokens_, static_cast<double>(stats->prompt_tokens)},
       {&image_tokens_, static_cast<double>(stats->image_tokens)},

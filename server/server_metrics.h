@@ -37,7 +37,7 @@ class ServerMetrics {
  private:
   MetricFamily<Counter>& requests_;
   Histogram &queue_, &ttft_, &itl_, &e2e_, &prepare_, &encode_;
-  Gauge &running_, &waiting_, &preparing_, &kv_usage_, &kv_blocks_, &ready_;
+  Gauge &running_, &waiting_, &preparing_, &kv_usage_, &kv_blocks_, &ready_, &pending_image_bytes_;
   Counter &prompt_tokens_, &image_tokens_, &generated_tokens_, &cached_tokens_;
   Counter &prefix_queried_, &prefix_hits_, &images_encoded_, &image_cache_hits_;
   Counter &preemptions_, &loops_, &steps_, &vision_seconds_;

@@ -408,7 +408,8 @@ TEST_CASE("chat: metrics and tokenize endpoints", "[chat]") {
         "dsocr_queue_time_seconds_count 1", "dsocr_vision_encode_seconds_count 1",
         "dsocr_inter_token_latency_seconds_count", "dsocr_kv_cache_usage_ratio",
         "dsocr_requests_running", "dsocr_prefix_cache_hits_total", "dsocr_preemptions_total",
-        "dsocr_loops_detected_total", "dsocr_engine_ready 1"}) {
+        "dsocr_loops_detected_total", "dsocr_engine_ready 1", "dsocr_pending_image_bytes 0",
+        "dsocr_http_open_connections", "dsocr_http_requests_in_flight 1"}) {
     INFO(name);
     CHECK(m->body.find(name) != std::string::npos);
   }
