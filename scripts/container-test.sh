@@ -144,7 +144,7 @@ def start_replica(name, create):
 
 
 def admin(command):
-    return podman("exec", "-i", GATEWAY, "socat", "stdio", "/run/haproxy/admin.sock",
+    return podman("exec", "-i", GATEWAY, "socat", "stdio", "/var/lib/haproxy/admin/admin.sock",
                   input=command + "\n").stdout
 
 
