@@ -20,6 +20,7 @@
 #   DSOCR_CT_MAX_TOKENS    tokens per request (default: 96)
 #   DSOCR_CT_WORKERS       concurrent clients (default: 6)
 #   DSOCR_CT_KEEP=1        keep containers, network and volume after the run (for debugging)
+#   DSOCR_CT_PIP_CERT      CA bundle pip needs inside the build (default: $PIP_CERT, if set)
 # Needs: podman (runc or crun), and a `debian:bookworm` image, or debootstrap (root) to make one,
 # or a reachable registry to pull one.
 set -euo pipefail
@@ -70,9 +71,13 @@ fi
 step "Building $IMAGE and $GW_IMAGE from $(git rev-parse --short HEAD) (git archive: committed files only)"
 mkdir -p "$WORK/src"
 git archive --format=tar HEAD | tar -x -C "$WORK/src"
+# The host's CA bundle for pip inside the build (TLS-inspecting proxies), as a build secret.
+PIP_CERT_FILE="${DSOCR_CT_PIP_CERT:-${PIP_CERT:-}}"
+SECRET=()
+[[ -n "$PIP_CERT_FILE" && -s "$PIP_CERT_FILE" ]] && SECRET=(--secret "id=pipcert,src=$PIP_CERT_FILE")
 start=$(date +%s)
-"${NICE[@]}" podman build --layers --format docker "${RUN_ARGS[@]}" -f "$WORK/src/docker/Dockerfile" \
-  -t "$IMAGE" "$WORK/src"
+"${NICE[@]}" podman build --layers --format docker "${RUN_ARGS[@]}" "${SECRET[@]}" \
+  -f "$WORK/src/docker/Dockerfile" -t "$IMAGE" "$WORK/src"
 build_s=$(( $(date +%s) - start ))
 "${NICE[@]}" podman build --layers --format docker -f "$WORK/src/docker/gateway/Dockerfile" -t "$GW_IMAGE" \
   "$WORK/src/docker/gateway"
