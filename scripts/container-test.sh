@@ -113,8 +113,11 @@ def log(msg):
 
 
 def podman(*args, check=True, input=None):
-    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True,
-                          input=input)
+    r = subprocess.run(["podman", *args], capture_output=True, text=True, input=input)
+    if check and r.returncode != 0:
+        sys.exit(f"container-test: podman {' '.join(args[:3])} ... failed ({r.returncode}): "
+                 f"{r.stderr.strip()[-500:]}")
+    return r
 
 
 def replica_healthy(name):
@@ -289,7 +292,8 @@ def check(ok, message):
 up_first = start_replica(REPLICAS[0], create=True)   # makes the demo model in the shared volume
 up_second = start_replica(REPLICAS[1], create=True)
 log(f"run -> healthy /health: {up_first:.1f} s (empty cache volume), {up_second:.1f} s (warm)")
-podman("run", "-d", "--name", GATEWAY, "--network", ID, "-p", f"127.0.0.1:{PORT}:8000", GW_IMAGE)
+podman("run", "-d", "--name", GATEWAY, "--network", ID, "-p", f"127.0.0.1:{PORT}:8000", *RUN_ARGS,
+       GW_IMAGE)
 wait_for(gateway_ready, 60, "the gateway to see both replicas up")
 
 # --- 1. baseline ----------------------------------------------------------------------------------
