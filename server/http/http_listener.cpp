@@ -331,7 +331,7 @@ struct HttpListener::Impl {
   std::atomic<bool> stopping{false};
   std::mutex serve_mu;
   std::condition_variable serve_cv;
-  bool serving = false, stop_requested = false, served = false;
+  bool serving = false, stop_requested = false;
 
   // Event thread only.
   std::unordered_map<int, std::unique_ptr<Connection>> connections;
@@ -482,9 +482,10 @@ struct HttpListener::Impl {
       process(c);
   }
 
-  // Keeps the body budget in step with a growing chunked body. False when it rejected.
-  bool account_body(Connection* c) {
-    const int64_t size = static_cast<int64_t>(c->body->body().size());
+  // Counts the connection's body at `size` bytes in the budget for all bodies held at once
+  // (it only grows: a reserved Content-Length, a growing chunked body, an inflated one). False
+  // when that is over the budget: then the request was answered 503.
+  bool reserve_body_bytes(Connection* c, int64_t size) {
     if (size <= c->reserved_body_bytes) return true;
     const int64_t more = size - c->reserved_body_bytes;
     if (buffered_body_bytes + more > options.max_buffered_body_bytes) {
@@ -495,6 +496,10 @@ struct HttpListener::Impl {
     buffered_body_bytes += more;
     c->reserved_body_bytes = size;
     return true;
+  }
+
+  bool account_body(Connection* c) {
+    return reserve_body_bytes(c, static_cast<int64_t>(c->body->body().size()));
   }
 
   // Advances the connection's request as far as its buffered bytes allow. False when the
@@ -542,14 +547,9 @@ struct HttpListener::Impl {
           return false;
         }
       }
-      if (c->head.framing == BodyFraming::kContentLength) {
-        if (buffered_body_bytes + c->head.content_length > options.max_buffered_body_bytes) {
-          reject(c, 503, "the server is holding too many request bodies; retry shortly",
-                 {{"Retry-After", "1"}});
-          return false;
-        }
-        buffered_body_bytes += c->head.content_length;
-        c->reserved_body_bytes = c->head.content_length;
+      if (c->head.framing == BodyFraming::kContentLength &&
+          !reserve_body_bytes(c, c->head.content_length)) {
+        return false;
       }
       c->body.emplace(c->head.framing, c->head.content_length, options.limits.max_body_bytes);
       c->phase = Connection::Phase::kBody;
@@ -584,16 +584,7 @@ struct HttpListener::Impl {
         return false;
       }
       // An inflated body counts at its inflated size.
-      const int64_t size = static_cast<int64_t>(c->request.body.size());
-      if (size > c->reserved_body_bytes) {
-        if (buffered_body_bytes + size - c->reserved_body_bytes > options.max_buffered_body_bytes) {
-          reject(c, 503, "the server is holding too many request bodies; retry shortly",
-                 {{"Retry-After", "1"}});
-          return false;
-        }
-        buffered_body_bytes += size - c->reserved_body_bytes;
-        c->reserved_body_bytes = size;
-      }
+      if (!reserve_body_bytes(c, static_cast<int64_t>(c->request.body.size()))) return false;
       dispatch(c);
     }
     return true;
@@ -804,7 +795,6 @@ void HttpListener::serve() {
   impl_->run_loop();
   std::lock_guard lock(impl_->serve_mu);
   impl_->serving = false;
-  impl_->served = true;
   impl_->serve_cv.notify_all();
 }
 
