@@ -12,10 +12,10 @@
 
 #include "common/memory.h"
 #include "vision/image_decoder.h"
-#include "vision/pixel_values.h"
+#include "engine/model/pixel_values.h"
 #include "vision/preprocess.h"
-#include "vision/vision_model.h"
-#include "vision/vision_tools.h"
+#include "engine/model/vision_model.h"
+#include "common/files.h"
 #include "weights/cpu_allocator.h"
 #include "weights/model_config.h"
 
@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
   for (int i = 2; i + 1 < argc; ++i)
     if (std::string(argv[i]) == "--iters") iters = std::stoi(argv[i + 1]);
   const std::string image_path = mode == "encode" ? argv[3] : argv[2];
-  auto bytes = vision::read_file_bytes(image_path);
+  auto bytes = read_file_bytes(image_path);
   auto image = vision::decode_image(*bytes);
   if (!image.ok()) {
     std::cerr << image.status() << "\n";
@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
       vision::PreprocessedImage pre = vision::preprocess(*image);
       auto t1 = Clock::now();
       const vision::PreprocessedImage* ptr = &pre;
-      vision::PixelBatch batch = vision::make_pixel_batch({&ptr, 1}, at::kFloat, at::kCPU);
+      model::PixelBatch batch = model::make_pixel_batch({&ptr, 1}, at::kFloat, at::kCPU);
       best = std::min(best, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
       best_views = std::min(best_views, std::chrono::duration<double, std::milli>(t1 - t0).count());
       if (i == 0) out["tiles"] = pre.plan.tiles;
@@ -64,14 +64,14 @@ int main(int argc, char** argv) {
   } else if (mode == "encode") {
     auto config = weights::ModelConfig::from_file(std::string(argv[2]) + "/config.json");
     auto state = weights::StateDict::open(argv[2]);
-    vision::VisionModel model(*config);
+    model::VisionModel model(*config);
     if (Status s = model->load(*state, at::kFloat, at::kCPU); !s.ok()) {
       std::cerr << s << "\n";
       return 1;
     }
     vision::PreprocessedImage pre = vision::preprocess(*image);
     const vision::PreprocessedImage* ptr = &pre;
-    vision::PixelBatch batch = vision::make_pixel_batch({&ptr, 1}, at::kFloat, at::kCPU);
+    model::PixelBatch batch = model::make_pixel_batch({&ptr, 1}, at::kFloat, at::kCPU);
     model->encode(batch);  // warm-up
     double best = 1e30;
     for (int i = 0; i < iters; ++i) {

@@ -8,8 +8,11 @@
 // returning the items already queued and report kClosed only once the channel is empty, so
 // nothing accepted is ever silently dropped.
 //
+// close_with() ends a channel with one last item, past the capacity if need be: a producer's final
+// word (a request's final event) is never refused for want of room.
+//
 // Thread-safety: every method may be called from any thread concurrently.
-// Invariant: 0 <= size() <= capacity().
+// Invariant: 0 <= size() <= capacity(), or capacity() + 1 after close_with().
 #pragma once
 
 #include <chrono>
@@ -93,6 +96,17 @@ class Channel {
     std::unique_lock<std::mutex> lock(mu_);
     not_empty_.wait(lock, [&] { return closed_ || !items_.empty(); });
     return pop_locked(out);
+  }
+
+  // Appends `item` even when full, then closes. kClosed (and `item` untouched) if already closed.
+  ChannelResult close_with(T&& item) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return ChannelResult::kClosed;
+    items_.push_back(std::move(item));
+    closed_ = true;
+    not_empty_.notify_all();
+    not_full_.notify_all();
+    return ChannelResult::kOk;
   }
 
   // Idempotent. Wakes every waiter.

@@ -5,17 +5,26 @@
 //   while (auto event = stream->next(timeout)) ...    // tokens, then one final event
 //   stream->cancel();                                 // ends it wherever it is (below)
 //
-// One engine thread owns the model, the KV cache and the scheduler and runs steps while there is
-// work, sleeping otherwise. Requests are prepared off that thread: images are decoded and
-// preprocessed by the vision workers, the prompt is tokenised, and only then does the request
-// reach the engine thread. Everything else talks to the engine thread through queues.
+// Inside (docs/architecture.md walks one request through the files): a RequestPreparer decodes
+// and preprocesses the images on the vision workers and builds the prompt, off the engine thread;
+// prepared requests reach the one engine thread through a channel; it admits them into the
+// Scheduler (engine/core/), and step by step has the ModelRunner (the model and the paged KV
+// cache on one device) run what the scheduler planned. Each request is one record
+// (engine/request.h) from submit() to its final event. Nothing here exposes those types.
 //
 // Every submitted request gets exactly one final event, whichever stage it is in when it ends:
 // queued for preparation, being prepared (a cancel is seen between images; the image being
 // decoded is finished), prepared but not yet with the engine thread, waiting for the scheduler,
 // or running. A cancelled request ends with FinishReason::kCancelled, counts once in
 // requests_cancelled, computes no token after the engine sees the cancel, and frees what it held
-// (image bytes, pixels, KV blocks). drain() ends all of them by its deadline.
+// (image bytes, pixels, KV blocks). drain() ends all of them by its deadline. A failed request's
+// final event says why in StreamEvent::failure (request_stream.h).
+//
+// Errors in a step: when a model step throws (the model, the sampler, the device), the requests
+// in that step fail (FailureReason::kStepFailed, counted in step_failures) and the engine keeps
+// serving the others. Only a failure of the scheduler's bookkeeping, after which KV ownership is
+// in doubt, fails everything and turns the engine kUnhealthy; a broken invariant caught by
+// DSOCR_CHECK aborts the process.
 //
 // Memory: image memory of requests not yet running (encoded bytes queued for preparation,
 // preprocessed pixels waiting for the vision encoder) is bounded by max_pending_image_bytes;
@@ -23,11 +32,15 @@
 // system (idle_memory_release_ms).
 //
 // Thread-safety: every method may be called from any thread.
+// Invariants: stats() counts a request in exactly one of requests_finished/_cancelled/_failed,
+// and does so before its final event is visible to the reader; state() only moves forward
+// (kLoading -> kReady -> kDraining -> kStopped, or kUnhealthy -> kDraining -> kStopped).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,8 +48,10 @@
 #include <vector>
 
 #include "common/status.h"
-#include "engine/sampling_params.h"
-#include "engine/scheduler.h"
+#include "engine/core/batching.h"
+#include "engine/core/sampling_params.h"
+#include "engine/request_stream.h"
+#include "tokenizer/tokenizer.h"
 
 namespace dsocr::engine {
 
@@ -61,6 +76,9 @@ struct EngineOptions {
   // allocator's free blocks, malloc's free pages); 0: never.
   int64_t idle_memory_release_ms = 2000;
   int torch_threads = 0;  // 0: cores minus vision threads
+  // Fault injection, for tests: called on the engine thread before each model step with the ids
+  // of the requests in it; returning true makes the step fail as if the model had thrown.
+  std::function<bool(const std::vector<std::string>& request_ids)> step_fault;
 };
 
 // The message prefix of the error a request gets when prompt + max_tokens exceed the context
@@ -86,46 +104,6 @@ struct GenerateRequest {
 // What one image of `encoded_bytes` is charged against max_pending_image_bytes at submit.
 int64_t pending_image_bytes(size_t encoded_bytes);
 
-struct Usage {
-  int64_t prompt_tokens = 0;
-  int64_t image_tokens = 0;
-  int64_t cached_tokens = 0;
-  int64_t completion_tokens = 0;
-};
-
-struct Timings {
-  double queue_ms = 0;    // submit -> first scheduled
-  double prepare_ms = 0;  // decode + preprocess + tokenise
-  double ttft_ms = 0;     // submit -> first token
-  double total_ms = 0;
-  double encode_ms = 0;  // vision-encoder steps that ran this request's images (shared batches)
-};
-
-struct StreamEvent {
-  // The first event of every request that passes preparation (images decoded, prompt built and
-  // within the context limit) has accepted = true and nothing else; a request that fails
-  // preparation gets a final error event instead. The server answers 4xx or starts its 200
-  // response on this event, within milliseconds of submit, long before the first token.
-  bool accepted = false;
-  std::vector<int32_t> token_ids;  // new tokens (may be empty in the final event)
-  bool finished = false;
-  FinishReason finish_reason = FinishReason::kNone;
-  Status error;                     // set when the request failed
-  Usage usage;                      // in the final event
-  Timings timings;                  // in the final event
-  std::vector<int32_t> prompt_ids;  // in the final event
-  std::vector<float> logits;        // with return_logits: [token_ids.size() x vocab], row-major
-};
-
-class RequestStream {
- public:
-  virtual ~RequestStream() = default;
-  // The next event, or nullopt on timeout. After the final event, returns nullopt at once.
-  virtual std::optional<StreamEvent> next(std::chrono::milliseconds timeout) = 0;
-  virtual void cancel() = 0;
-  virtual const std::string& request_id() const = 0;
-};
-
 struct EngineStats {
   EngineState state = EngineState::kLoading;
   SchedulerStats scheduler;
@@ -136,6 +114,7 @@ struct EngineStats {
   double vision_encode_seconds = 0;  // wall time of the vision-encoder steps
   uint64_t loops_detected = 0;
   uint64_t requests_finished = 0, requests_cancelled = 0, requests_failed = 0;
+  uint64_t step_failures = 0;  // model steps that threw; their requests failed (kStepFailed)
   int64_t queued_for_preparation = 0;
   int64_t pending_image_bytes = 0;  // charged against max_pending_image_bytes now
   uint64_t idle_memory_releases = 0;
@@ -163,6 +142,8 @@ class Engine {
   virtual int64_t max_model_len() const = 0;
   virtual std::string detokenize(const std::vector<int32_t>& ids) const = 0;
   virtual std::vector<int32_t> tokenize(const std::string& text) const = 0;
+  // The model's tokenizer (the engine's own: loaded once, shared).
+  virtual std::shared_ptr<const tokenizer::Tokenizer> tokenizer() const = 0;
 };
 
 }  // namespace dsocr::engine

@@ -7,7 +7,7 @@
 #include <unordered_map>
 
 #include "common/check.h"
-#include "engine/token_rules.h"
+#include "engine/core/token_rules.h"
 
 namespace dsocr::engine {
 namespace {

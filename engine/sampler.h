@@ -15,7 +15,7 @@
 #include <span>
 #include <vector>
 
-#include "engine/sampling_params.h"
+#include "engine/core/sampling_params.h"
 
 namespace dsocr::engine {
 

@@ -44,7 +44,7 @@ case "$TARGET" in
     export DSOCR_FUZZ_TOKENIZER_JSON="${DSOCR_FUZZ_TOKENIZER_JSON:-$ROOT/../shared/model-files/deepseek-ocr2/tokenizer.json}"
     FUZZ_OPTIONS=(-max_len=4096) ;;
   chat_request)
-    SOURCES=(server/chat_request.cpp server/image_fetcher.cpp engine/token_rules.cpp
+    SOURCES=(server/chat_request.cpp server/image_fetcher.cpp engine/core/token_rules.cpp engine/core/sampling_params.cpp
              tokenizer/ocr_prompt.cpp "${TOKENIZER_SOURCES[@]}" common/status.cpp common/version.cpp)
     LIBS=(-lonig -lcurl)
     FUZZ_OPTIONS=(-max_len=8192) ;;

@@ -23,7 +23,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "common/status.h"
-#include "engine/sampling_params.h"
+#include "engine/core/sampling_params.h"
 #include "server/openai_errors.h"
 
 namespace dsocr::server {

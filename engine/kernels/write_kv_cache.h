@@ -1,4 +1,4 @@
-// CUDA kernel behind engine::write_kv_cache (see engine/kv_cache_ops.h for the layout). Plain
+// CUDA kernel behind engine::write_kv_cache (see engine/kernels/kv_cache_ops.h for the layout). Plain
 // C++ interface with raw pointers so the .cu file needs no torch headers (fast nvcc builds).
 // The copy is dtype-agnostic: a K/V row is `row_bytes` contiguous bytes.
 #pragma once

@@ -25,6 +25,21 @@ TEST_CASE("Channel: FIFO, capacity and non-blocking calls", "[channel]") {
   CHECK(ch.try_pop(&v) == ChannelResult::kEmpty);
 }
 
+TEST_CASE("Channel: close_with adds a last item even when full, then refuses", "[channel]") {
+  Channel<int> ch(1);
+  CHECK(ch.try_push(1) == ChannelResult::kOk);
+  CHECK(ch.close_with(2) == ChannelResult::kOk);
+  CHECK(ch.size() == 2);
+  CHECK(ch.try_push(3) == ChannelResult::kClosed);
+  CHECK(ch.close_with(4) == ChannelResult::kClosed);
+  int v = 0;
+  CHECK(ch.pop(&v, 0ms) == ChannelResult::kOk);
+  CHECK(v == 1);
+  CHECK(ch.pop(&v, 0ms) == ChannelResult::kOk);
+  CHECK(v == 2);
+  CHECK(ch.pop(&v, 0ms) == ChannelResult::kClosed);
+}
+
 TEST_CASE("Channel: timeouts", "[channel]") {
   Channel<int> ch(1);
   int v = 0;

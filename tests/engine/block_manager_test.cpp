@@ -1,4 +1,4 @@
-#include "engine/block_manager.h"
+#include "engine/core/block_manager.h"
 
 #include <catch2/catch.hpp>
 #include <random>

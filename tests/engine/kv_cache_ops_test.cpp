@@ -1,4 +1,4 @@
-#include "engine/kv_cache_ops.h"
+#include "engine/kernels/kv_cache_ops.h"
 
 #include <ATen/ATen.h>
 #include <torch/cuda.h>

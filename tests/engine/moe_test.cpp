@@ -3,9 +3,9 @@
 
 #include <catch2/catch.hpp>
 
-#include "engine/language_model.h"
+#include "engine/model/language_model.h"
 
-namespace dsocr::engine {
+namespace dsocr::model {
 namespace {
 
 Moe random_moe(int64_t hidden, int64_t inter, int64_t experts, int64_t top_k) {
@@ -50,4 +50,4 @@ TEST_CASE("MoE decode kernel output of a token does not depend on the other toke
 }
 
 }  // namespace
-}  // namespace dsocr::engine
+}  // namespace dsocr::model

@@ -1,6 +1,6 @@
 // The CPU decode kernel (cpu_kernels.h) against the reference gather + SDPA path, and batch
 // invariance of the kernel by construction.
-#include "engine/paged_attention.h"
+#include "engine/kernels/paged_attention.h"
 
 #include <ATen/ATen.h>
 

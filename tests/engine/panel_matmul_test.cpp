@@ -5,7 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
-#include "engine/cpu_kernels.h"
+#include "engine/kernels/cpu_kernels.h"
 
 namespace dsocr::engine::cpu {
 namespace {

@@ -2,10 +2,12 @@
 // prefix hits, image spans, cancellation) and a 10,000-step randomised property test.
 #include <catch2/catch.hpp>
 
+#include <map>
+#include <memory>
 #include <random>
 
-#include "engine/scheduler.h"
-#include "engine/token_rules.h"
+#include "engine/core/scheduler.h"
+#include "engine/core/token_rules.h"
 
 using namespace dsocr::engine;
 
@@ -22,6 +24,33 @@ std::unique_ptr<Sequence> make_seq(uint64_t id, int64_t prompt_len, int64_t max_
   s->images = std::move(images);
   return s;
 }
+
+// The engine owns its requests (engine/request.h); here the test does, so that finished ones can
+// still be inspected by id until released.
+class OwningScheduler : public Scheduler {
+ public:
+  using Scheduler::Scheduler;
+  Sequence* add(std::unique_ptr<Sequence> seq) {
+    Sequence* raw = seq.get();
+    owned_[raw->id] = std::move(seq);
+    return Scheduler::add(raw);
+  }
+  Sequence* find(uint64_t id) {
+    auto it = owned_.find(id);
+    return it == owned_.end() ? nullptr : it->second.get();
+  }
+  bool abort(uint64_t id) {
+    Sequence* seq = find(id);
+    return seq != nullptr && Scheduler::abort(seq);
+  }
+  void release(uint64_t id) {
+    auto it = owned_.find(id);
+    if (it != owned_.end() && it->second->status == SequenceStatus::kFinished) owned_.erase(it);
+  }
+
+ private:
+  std::map<uint64_t, std::unique_ptr<Sequence>> owned_;
+};
 
 struct Expect {
   uint64_t id;
@@ -52,7 +81,7 @@ std::vector<int32_t> tokens_for(const StepPlan& plan, int32_t token = 7) {
 TEST_CASE("scheduler splits the token budget: running first, then chunked prefill", "[scheduler]") {
   SchedulerConfig cfg;
   cfg.max_num_batched_tokens = 10;
-  Scheduler s(cfg, 64, 4, false);
+  OwningScheduler s(cfg, 64, 4, false);
   s.add(make_seq(1, 8, 4));
   s.add(make_seq(2, 6, 4));
   s.add(make_seq(3, 4, 4));
@@ -70,7 +99,7 @@ TEST_CASE("scheduler splits the token budget: running first, then chunked prefil
 TEST_CASE("scheduler respects max_num_seqs and finishes on length and EOS", "[scheduler]") {
   SchedulerConfig cfg;
   cfg.max_num_seqs = 2;
-  Scheduler s(cfg, 64, 4, false);
+  OwningScheduler s(cfg, 64, 4, false);
   s.add(make_seq(1, 3, 1));
   s.add(make_seq(2, 3, 5));
   s.add(make_seq(3, 3, 5));
@@ -85,7 +114,7 @@ TEST_CASE("scheduler respects max_num_seqs and finishes on length and EOS", "[sc
 }
 
 TEST_CASE("scheduler preempts the newest running request when blocks run out", "[scheduler]") {
-  Scheduler s(SchedulerConfig{}, 4, 4, false);  // 16 tokens of KV
+  OwningScheduler s(SchedulerConfig{}, 4, 4, false);  // 16 tokens of KV
   s.add(make_seq(1, 8, 8));
   s.add(make_seq(2, 8, 8));
   StepPlan p1 = s.schedule();
@@ -106,7 +135,7 @@ TEST_CASE("scheduler preempts the newest running request when blocks run out", "
 
 TEST_CASE("scheduler starts after a prefix-cache hit and keeps one token to compute",
           "[scheduler]") {
-  Scheduler s(SchedulerConfig{}, 64, 4, true);
+  OwningScheduler s(SchedulerConfig{}, 64, 4, true);
   s.add(make_seq(1, 12, 1));
   StepPlan p1 = s.schedule();
   check_plan(p1, {{1, 0, 12, true}});
@@ -125,7 +154,7 @@ TEST_CASE("scheduler starts after a prefix-cache hit and keeps one token to comp
 }
 
 TEST_CASE("scheduler shares prefix blocks only between equal cache salts", "[scheduler]") {
-  Scheduler s(SchedulerConfig{}, 64, 4, true);
+  OwningScheduler s(SchedulerConfig{}, 64, 4, true);
   auto run = [&](uint64_t id, std::string_view salt) {
     auto seq = make_seq(id, 12, 1);
     seq->cache_salt_hash = cache_salt_hash(salt);
@@ -148,7 +177,7 @@ TEST_CASE("scheduler encodes images within the image budget and cuts chunks befo
           "[scheduler]") {
   SchedulerConfig cfg;
   cfg.max_image_tokens_per_step = 5;
-  Scheduler s(cfg, 64, 4, false);
+  OwningScheduler s(cfg, 64, 4, false);
   s.add(make_seq(1, 10, 2, {{2, 5, 11, false}}));
   s.add(make_seq(2, 10, 2, {{3, 5, 22, false}}));
   StepPlan p1 = s.schedule();
@@ -162,7 +191,7 @@ TEST_CASE("scheduler encodes images within the image budget and cuts chunks befo
   REQUIRE(p2.images.size() == 1);
   CHECK(p2.images[0].seq->id == 2);
   // A single image larger than the budget still goes (at least one image per step).
-  Scheduler big(cfg, 64, 4, false);
+  OwningScheduler big(cfg, 64, 4, false);
   big.add(make_seq(3, 20, 1, {{1, 18, 33, false}}));
   StepPlan p3 = big.schedule();
   check_plan(p3, {{3, 0, 20, true}});
@@ -170,7 +199,7 @@ TEST_CASE("scheduler encodes images within the image budget and cuts chunks befo
 }
 
 TEST_CASE("scheduler cancellation frees everything at once", "[scheduler]") {
-  Scheduler s(SchedulerConfig{}, 16, 4, true);
+  OwningScheduler s(SchedulerConfig{}, 16, 4, true);
   s.add(make_seq(1, 10, 5));
   s.add(make_seq(2, 10, 5));
   StepPlan p1 = s.schedule();
@@ -191,7 +220,7 @@ TEST_CASE("scheduler property: 10,000 random steps, no leaks, everything finishe
   cfg.max_num_seqs = 6;
   cfg.max_image_tokens_per_step = 20;
   const int num_blocks = 40, block_size = 4;
-  Scheduler s(cfg, num_blocks, block_size, true);
+  OwningScheduler s(cfg, num_blocks, block_size, true);
   uint64_t next_id = 1;
   std::vector<uint64_t> live;
   int finished = 0, cancelled = 0, added = 0;

@@ -6,8 +6,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/sampling_params.h"
-#include "engine/token_rules.h"
+#include "engine/core/sampling_params.h"
+#include "engine/core/token_rules.h"
 
 using namespace dsocr::engine;
 

@@ -14,16 +14,14 @@ ALLOWED = {
     "common": {"common"},
     "tokenizer": {"common", "tokenizer"},
     "weights": {"common", "weights"},
-    "vision": {"common", "weights", "vision"},
+    "vision": {"common", "vision"},
     "engine": {"common", "tokenizer", "weights", "vision", "engine"},
-    # The CLI (server/cli_main.cpp) reaches the torch-free vision tools directly.
+    # The CLI (server/cli/cli_main.cpp) reaches the torch-free vision tools directly.
     "server": {"common", "tokenizer", "weights", "vision", "engine", "server"},
 }
-TORCH_FREE = [re.compile(p) for p in (r"^server/", r"^engine/scheduler", r"^engine/block_manager",
-                                      r"^engine/engine\.h$", r"^engine/device\.h$",
-                                      r"^engine/sampling_params\.h$", r"^engine/token_rules",
-                                      r"^vision/image", r"^vision/preprocess", r"^vision/resize",
-                                      r"^vision/vision_workers", r"^vision/vision_tools\.h$",
+TORCH_FREE = [re.compile(p) for p in (r"^server/", r"^engine/core/", r"^engine/engine\.h$",
+                                      r"^engine/device\.h$", r"^engine/model/vision_dump\.h$",
+                                      r"^vision/",
                                       r"^tokenizer/", r"^common/")]
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 TORCH_HEADER = re.compile(r"^(torch|ATen|c10)/")

@@ -1,13 +1,12 @@
 // FakeEngine: an engine::Engine that replies with a scripted token sequence, for testing the HTTP
 // layer without a model. Each request gets the "accepted" event, then one event per token spaced
 // by token_delay, then a final event with usage, like the real engine; cancel() ends it with
-// kCancelled. Knobs make submit fail (queue full, not ready) or make preparation fail.
+// kCancelled. Knobs make submit fail (queue full, not ready) or make preparation fail. Its streams
+// are the engine's own RequestStream.
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -15,34 +14,6 @@
 #include "engine/engine.h"
 
 namespace dsocr::server::testing {
-
-class FakeStream : public engine::RequestStream {
- public:
-  explicit FakeStream(std::string id) : id_(std::move(id)) {}
-  std::optional<engine::StreamEvent> next(std::chrono::milliseconds timeout) override {
-    std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return std::nullopt;
-    auto e = std::move(events_.front());
-    events_.pop_front();
-    return e;
-  }
-  void cancel() override { cancelled_ = true; }
-  const std::string& request_id() const override { return id_; }
-
-  void push(engine::StreamEvent e) {
-    std::lock_guard lock(mu_);
-    events_.push_back(std::move(e));
-    cv_.notify_all();
-  }
-  bool cancelled() const { return cancelled_; }
-
- private:
-  std::string id_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<engine::StreamEvent> events_;
-  std::atomic<bool> cancelled_{false};
-};
 
 class FakeEngine : public engine::Engine {
  public:
@@ -52,6 +23,7 @@ class FakeEngine : public engine::Engine {
   std::chrono::milliseconds token_delay{0};
   Status submit_error;   // returned by submit() when set
   Status prepare_error;  // sent as the first (final) event when set
+  engine::FailureReason prepare_failure = engine::FailureReason::kInvalidInput;  // with it
   int64_t prompt_tokens = 300, image_tokens = 257, cached_tokens = 16;
   std::atomic<engine::EngineState> engine_state{engine::EngineState::kReady};
 
@@ -67,13 +39,13 @@ class FakeEngine : public engine::Engine {
   StatusOr<std::shared_ptr<engine::RequestStream>> submit(engine::GenerateRequest r) override {
     if (!submit_error.ok()) return submit_error;
     ++submitted;
-    auto stream = std::make_shared<FakeStream>(r.request_id);
+    auto stream = std::make_shared<engine::RequestStream>(r.request_id, reply.size() + 2);
     {
       std::lock_guard lock(mu);
       requests.push_back(r);
       threads_.emplace_back([this, stream] { produce(stream); });
     }
-    return std::shared_ptr<engine::RequestStream>(stream);
+    return stream;
   }
   engine::EngineState state() const override { return engine_state; }
   engine::EngineStats stats() const override {
@@ -87,18 +59,22 @@ class FakeEngine : public engine::Engine {
   int64_t max_model_len() const override { return 8192; }
   std::string detokenize(const std::vector<int32_t>&) const override { return {}; }
   std::vector<int32_t> tokenize(const std::string&) const override { return {}; }
+  std::shared_ptr<const tokenizer::Tokenizer> tokenizer() const override { return nullptr; }
 
  private:
-  void produce(const std::shared_ptr<FakeStream>& stream) {
+  void produce(const std::shared_ptr<engine::RequestStream>& stream) {
     ++live;
     auto final_event = [&](engine::FinishReason reason, int64_t produced) {
       engine::StreamEvent e;
       e.finished = true;
       e.finish_reason = reason;
-      e.error = reason == engine::FinishReason::kError ? prepare_error : Status();
+      if (reason == engine::FinishReason::kError) {
+        e.error = prepare_error;
+        e.failure = prepare_failure;
+      }
       e.usage = {prompt_tokens, image_tokens, cached_tokens, produced};
       e.timings = {.queue_ms = 1, .prepare_ms = 2, .ttft_ms = 3, .total_ms = 4, .encode_ms = 1};
-      stream->push(std::move(e));
+      if (stream->claim_final()) stream->push_final(std::move(e));
       --live;
     };
     if (!prepare_error.ok()) return final_event(engine::FinishReason::kError, 0);

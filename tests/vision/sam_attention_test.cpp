@@ -4,9 +4,9 @@
 
 #include <catch2/catch.hpp>
 
-#include "vision/sam.h"
+#include "engine/model/sam.h"
 
-namespace dsocr::vision {
+namespace dsocr::model {
 namespace {
 
 TEST_CASE("SAM attention over views in groups equals one call over all", "[sam]") {
@@ -32,4 +32,4 @@ TEST_CASE("SAM attention over views in groups equals one call over all", "[sam]"
 }
 
 }  // namespace
-}  // namespace dsocr::vision
+}  // namespace dsocr::model

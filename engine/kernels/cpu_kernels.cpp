@@ -1,0 +1,404 @@
+#include "engine/kernels/cpu_kernels.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "common/check.h"
+#include "common/cpu_clones.h"
+
+// The vector types below never cross a non-inlined call boundary of another translation unit.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace dsocr::engine::cpu {
+namespace {
+
+// Eight float lanes as a GCC vector: one AVX2 register in the x86-64-v3 clone, two SSE
+// registers in the baseline one.
+using v8f = float __attribute__((vector_size(32)));
+using v8i = int32_t __attribute__((vector_size(32)));
+using v8u = uint32_t __attribute__((vector_size(32)));
+using v8h = uint16_t __attribute__((vector_size(16)));
+
+#define DSOCR_INLINE inline __attribute__((always_inline))
+
+// Outside hot loops only: GCC builds this from four inserts. In a loop, write scalar * vector,
+// which becomes one broadcast load.
+DSOCR_INLINE v8f splat(float v) { return v8f{v, v, v, v, v, v, v, v}; }
+
+DSOCR_INLINE v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+DSOCR_INLINE v8f load8(const uint16_t* p) {  // bfloat16: the high half of a float32
+  v8h h;
+  std::memcpy(&h, p, sizeof h);
+  v8u w = __builtin_convertvector(h, v8u) << 16;
+  v8f v;
+  std::memcpy(&v, &w, sizeof v);
+  return v;
+}
+
+DSOCR_INLINE float hsum(v8f v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+DSOCR_INLINE void store(float* p, float v) { *p = v; }
+
+DSOCR_INLINE void store(uint16_t* p, float v) {  // round to nearest even, as at::BFloat16
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  if (v != v) {
+    *p = 0x7FC0;
+    return;
+  }
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  *p = static_cast<uint16_t>(bits >> 16);
+}
+
+// exp(x) for x <= 0, lanes below -87 flushed to 0 (softmax weights under 1e-38 of the largest).
+// Cephes' expf: n = round(x / ln 2), a degree-5 polynomial on the remainder; ~1 ulp.
+DSOCR_INLINE v8f exp_nonpositive(v8f x) {
+  const v8f lowest = splat(-87.0f);
+  const v8i underflow = x < lowest;
+  x = underflow ? lowest : x;
+  const v8f t = x * splat(1.44269504088896341f) + splat(0.5f);
+  v8f n = __builtin_convertvector(__builtin_convertvector(t, v8i), v8f);  // trunc = ceil here
+  n = n > t ? n - splat(1.0f) : n;                                        // floor(t)
+  const v8f r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
+  v8f p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  const v8f y = p * r * r + r + splat(1.0f);
+  const v8i exponent = (__builtin_convertvector(n, v8i) + 127) << 23;
+  v8f scale;
+  std::memcpy(&scale, &exponent, sizeof scale);
+  return underflow ? splat(0.0f) : y * scale;
+}
+
+// Heads [h0, h1) of one query: scores over the context, a max-subtracted softmax, the weighted
+// sum of values. Positions are the outer loop, so each token's K and V rows (all heads side by
+// side) are read front to back once per task rather than once per head with a stride.
+// `scratch` holds (h1 - h0) * (padded context + head_dim) floats.
+template <typename T>
+DSOCR_INLINE void attend(const PagedAttentionArgs& a, const DecodeQuery& q, int64_t h0, int64_t h1,
+                         float* scratch) {
+  const int64_t dim = a.head_dim, d8 = dim / 8, group = a.heads / a.kv_heads, n = h1 - h0;
+  const int64_t padded = (q.context_len + 7) / 8 * 8;
+  float* scores = scratch;                // [n][padded]
+  float* acc_all = scratch + n * padded;  // [n][dim]
+  const T* query = static_cast<const T*>(a.query) + q.row * a.heads * dim;
+  const T* keys = static_cast<const T*>(a.key_cache);
+  const T* values = static_cast<const T*>(a.value_cache);
+  const int64_t row_stride = a.kv_heads * dim;
+  auto token_row = [&](int64_t p) {
+    return (static_cast<int64_t>(q.block_table[p / a.block_size]) * a.block_size +
+            p % a.block_size) *
+           row_stride;
+  };
+
+  for (int64_t h = h0; h < h1; ++h) {  // the scaled query, kept in the accumulator rows for now
+    for (int64_t d = 0; d < d8; ++d) {
+      const v8f v = load8(query + h * dim + 8 * d) * splat(a.scale);
+      std::memcpy(acc_all + (h - h0) * dim + 8 * d, &v, sizeof v);
+    }
+  }
+  for (int64_t p = 0; p < q.context_len; ++p) {
+    const T* k_row = keys + token_row(p);
+    for (int64_t h = h0; h < h1; ++h) {
+      const T* k = k_row + (h / group) * dim;
+      const float* qh = acc_all + (h - h0) * dim;
+      v8f s = {};
+      for (int64_t d = 0; d < d8; ++d) s += load8(qh + 8 * d) * load8(k + 8 * d);
+      scores[(h - h0) * padded + p] = hsum(s);
+    }
+  }
+  float inv_sum[kMaxHeads];
+  for (int64_t i = 0; i < n; ++i) {
+    float* sc = scores + i * padded;
+    float max_score = -std::numeric_limits<float>::infinity();
+    for (int64_t p = 0; p < q.context_len; ++p) max_score = std::max(max_score, sc[p]);
+    std::fill(sc + q.context_len, sc + padded, -std::numeric_limits<float>::infinity());
+    v8f sum = {};
+    for (int64_t p = 0; p < padded; p += 8) {
+      const v8f e = exp_nonpositive(load8(sc + p) - splat(max_score));
+      std::memcpy(sc + p, &e, sizeof e);
+      sum += e;
+    }
+    inv_sum[i] = 1.0f / hsum(sum);
+  }
+  std::fill(acc_all, acc_all + n * dim, 0.0f);
+  for (int64_t p = 0; p < q.context_len; ++p) {
+    const T* v_row = values + token_row(p);
+    for (int64_t h = h0; h < h1; ++h) {
+      const T* v = v_row + (h / group) * dim;
+      float* acc = acc_all + (h - h0) * dim;
+      const float weight = scores[(h - h0) * padded + p];
+      for (int64_t d = 0; d < d8; ++d) {
+        const v8f sum = load8(acc + 8 * d) + weight * load8(v + 8 * d);
+        std::memcpy(acc + 8 * d, &sum, sizeof sum);
+      }
+    }
+  }
+  T* out = static_cast<T*>(a.out) + q.row * a.heads * dim;
+  for (int64_t h = h0; h < h1; ++h)
+    for (int64_t d = 0; d < dim; ++d)
+      store(out + h * dim + d, acc_all[(h - h0) * dim + d] * inv_sum[h - h0]);
+}
+
+DSOCR_CPU_CLONES void attend_f32(const PagedAttentionArgs& a, const DecodeQuery& q, int64_t h0,
+                                 int64_t h1, float* scratch) {
+  attend<float>(a, q, h0, h1, scratch);
+}
+
+DSOCR_CPU_CLONES void attend_bf16(const PagedAttentionArgs& a, const DecodeQuery& q, int64_t h0,
+                                  int64_t h1, float* scratch) {
+  attend<uint16_t>(a, q, h0, h1, scratch);
+}
+
+// One or two rows of x against four rows of w (their dot products). The accumulators are named
+// variables: GCC keeps an array of them on the stack, storing it every iteration (~35 instead of
+// ~55 GFLOPS). A row's result is the same whichever rows it is computed with.
+template <int kRows>
+DSOCR_INLINE void dot_block(const float* x, int64_t k_dim, const float* const* w, int64_t count,
+                            float* out, int64_t out_stride) {
+  v8f c00 = {}, c01 = {}, c02 = {}, c03 = {}, c10 = {}, c11 = {}, c12 = {}, c13 = {};
+  for (int64_t k = 0; k < k_dim; k += 8) {
+    const v8f a = load8(x + k);
+    const v8f w0 = load8(w[0] + k), w1 = load8(w[1] + k), w2 = load8(w[2] + k),
+              w3 = load8(w[3] + k);
+    c00 += w0 * a, c01 += w1 * a, c02 += w2 * a, c03 += w3 * a;
+    if constexpr (kRows == 2) {
+      const v8f b = load8(x + k_dim + k);
+      c10 += w0 * b, c11 += w1 * b, c12 += w2 * b, c13 += w3 * b;
+    }
+  }
+  const float sums[2][4] = {{hsum(c00), hsum(c01), hsum(c02), hsum(c03)},
+                            {hsum(c10), hsum(c11), hsum(c12), hsum(c13)}};
+  for (int r = 0; r < kRows; ++r)
+    for (int64_t i = 0; i < count; ++i) out[r * out_stride + i] = sums[r][i];
+}
+
+// out[r][j] = dot(x[r], w[j]) for r < rows, j in [j0, j1): four rows of w at a time (they stay in
+// L1 while every row of x passes), two rows of x at a time.
+DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const float* w, int64_t k_dim, float* out,
+                            int64_t out_stride, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; j += 4) {
+    const int64_t nj = std::min<int64_t>(4, j1 - j);
+    const float* wr[4];
+    for (int i = 0; i < 4; ++i) wr[i] = w + (j + std::min<int64_t>(i, nj - 1)) * k_dim;
+    int64_t r = 0;
+    for (; r + 2 <= rows; r += 2)
+      dot_block<2>(x + r * k_dim, k_dim, wr, nj, out + r * out_stride + j, out_stride);
+    if (r < rows) dot_block<1>(x + r * k_dim, k_dim, wr, nj, out + r * out_stride + j, out_stride);
+  }
+}
+
+// One expert over its n gathered rows: rows [n, hidden] -> result [n, hidden].
+DSOCR_CPU_CLONES void expert_forward(const MoeArgs& a, int64_t e, const float* rows, int64_t n,
+                                     float* gate, float* up, float* result) {
+  const int64_t h = a.hidden, i = a.inter;
+  matmul_nt(rows, n, a.w_gate + e * i * h, h, gate, i, 0, i);
+  matmul_nt(rows, n, a.w_up + e * i * h, h, up, i, 0, i);
+  for (int64_t t = 0; t < n * i; ++t) gate[t] = gate[t] / (1.0f + std::exp(-gate[t])) * up[t];
+  matmul_nt(gate, n, a.w_down + e * h * i, i, result, h, 0, h);
+}
+
+// Up to six rows of x against one panel: twelve accumulators (rows x two 8-lane halves of the
+// panel's 16 columns) kept in named variables, because GCC spills an accumulator array to the
+// stack on every iteration (measured: half the speed). With kPrefetch the next panel is fetched
+// into the cache while this one is computed; that pass is the first over a panel, the only one
+// that reads it from memory.
+template <int kRows, bool kPrefetch>
+DSOCR_INLINE void panel_block(const float* x, int64_t k_dim, const float* panel, float* out,
+                              int64_t out_stride) {
+  static_assert(kRows >= 1 && kRows <= 6);
+  v8f c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};
+  v8f c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};
+  const float* next = panel + kPanelWidth * k_dim;
+  for (int64_t k = 0; k < k_dim; ++k) {
+    const v8f w0 = load8(panel + kPanelWidth * k), w1 = load8(panel + kPanelWidth * k + 8);
+    if constexpr (kPrefetch) __builtin_prefetch(next + kPanelWidth * k);
+#define DSOCR_PANEL_ROW(r)            \
+  if constexpr (kRows > r) {          \
+    const float b = x[r * k_dim + k]; \
+    c##r##0 += b * w0;                \
+    c##r##1 += b * w1;                \
+  }
+    DSOCR_PANEL_ROW(0);
+    DSOCR_PANEL_ROW(1);
+    DSOCR_PANEL_ROW(2);
+    DSOCR_PANEL_ROW(3);
+    DSOCR_PANEL_ROW(4);
+    DSOCR_PANEL_ROW(5);
+#undef DSOCR_PANEL_ROW
+  }
+#define DSOCR_PANEL_STORE(r)                                      \
+  if constexpr (kRows > r) {                                      \
+    std::memcpy(out + r * out_stride, &c##r##0, sizeof(v8f));     \
+    std::memcpy(out + r * out_stride + 8, &c##r##1, sizeof(v8f)); \
+  }
+  DSOCR_PANEL_STORE(0);
+  DSOCR_PANEL_STORE(1);
+  DSOCR_PANEL_STORE(2);
+  DSOCR_PANEL_STORE(3);
+  DSOCR_PANEL_STORE(4);
+  DSOCR_PANEL_STORE(5);
+#undef DSOCR_PANEL_STORE
+}
+
+template <bool kPrefetch>
+DSOCR_INLINE void panel_rows(int64_t rows, const float* x, int64_t k_dim, const float* panel,
+                             float* out, int64_t out_stride) {
+  switch (rows) {
+    case 6:
+      return panel_block<6, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 5:
+      return panel_block<5, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 4:
+      return panel_block<4, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 3:
+      return panel_block<3, kPrefetch>(x, k_dim, panel, out, out_stride);
+    case 2:
+      return panel_block<2, kPrefetch>(x, k_dim, panel, out, out_stride);
+    default:
+      return panel_block<1, kPrefetch>(x, k_dim, panel, out, out_stride);
+  }
+}
+
+// All rows of x against panels [p0, p1), six rows at a time. The last panel of a W whose row
+// count is not a multiple of 16 is computed into a scratch tile and only its real columns kept.
+DSOCR_CPU_CLONES void panels_range(const float* x, int64_t rows, int64_t k_dim, const float* panels,
+                                   int64_t n, float* out, int64_t p0, int64_t p1) {
+  float tile[6 * kPanelWidth];
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* panel = panels + p * kPanelWidth * k_dim;
+    const int64_t col = p * kPanelWidth, width = std::min(kPanelWidth, n - col);
+    const bool prefetch = p + 1 < p1;
+    for (int64_t r = 0; r < rows; r += 6) {
+      const int64_t block = std::min<int64_t>(6, rows - r);
+      const float* xr = x + r * k_dim;
+      float* o = width == kPanelWidth ? out + r * n + col : tile;
+      const int64_t stride = width == kPanelWidth ? n : kPanelWidth;
+      if (r == 0 && prefetch)
+        panel_rows<true>(block, xr, k_dim, panel, o, stride);
+      else
+        panel_rows<false>(block, xr, k_dim, panel, o, stride);
+      if (width < kPanelWidth) {
+        for (int64_t i = 0; i < block; ++i)
+          std::memcpy(out + (r + i) * n + col, tile + i * kPanelWidth,
+                      static_cast<size_t>(width) * sizeof(float));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void moe_experts(const MoeArgs& a) {
+  DSOCR_CHECK(moe_supported(a.hidden, a.inter));
+  const int64_t assignments = a.tokens * a.top_k;
+  // Assignments grouped by expert, in assignment order within an expert.
+  std::vector<std::vector<int64_t>> by_expert(static_cast<size_t>(a.num_experts));
+  for (int64_t s = 0; s < assignments; ++s) {
+    DSOCR_CHECK(a.experts[s] >= 0 && a.experts[s] < a.num_experts);
+    by_expert[static_cast<size_t>(a.experts[s])].push_back(s);
+  }
+  std::vector<float> results(static_cast<size_t>(assignments * a.hidden));  // per assignment
+  at::parallel_for(0, a.num_experts, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> rows, gate, up, result;
+    for (int64_t e = begin; e < end; ++e) {
+      const auto& list = by_expert[static_cast<size_t>(e)];
+      const int64_t n = static_cast<int64_t>(list.size());
+      if (n == 0) continue;
+      rows.resize(static_cast<size_t>(n * a.hidden));
+      gate.resize(static_cast<size_t>(n * a.inter));
+      up.resize(static_cast<size_t>(n * a.inter));
+      result.resize(static_cast<size_t>(n * a.hidden));
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(rows.data() + r * a.hidden, a.x + (list[r] / a.top_k) * a.hidden,
+                    static_cast<size_t>(a.hidden) * sizeof(float));
+      expert_forward(a, e, rows.data(), n, gate.data(), up.data(), result.data());
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(results.data() + list[r] * a.hidden, result.data() + r * a.hidden,
+                    static_cast<size_t>(a.hidden) * sizeof(float));
+    }
+  });
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    float* o = a.out + t * a.hidden;
+    std::fill(o, o + a.hidden, 0.0f);
+    for (int64_t slot = 0; slot < a.top_k; ++slot) {
+      const int64_t s = t * a.top_k + slot;
+      const float w = a.weights[s];
+      const float* y = results.data() + s * a.hidden;
+      for (int64_t d = 0; d < a.hidden; ++d) o[d] += w * y[d];
+    }
+  }
+}
+
+int parallel_threads() {
+  std::atomic<int> used{0};
+  at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) { used.fetch_add(1); });
+  return used.load();
+}
+
+void pack_panels(const float* w, int64_t n, int64_t k, float* panels) {
+  at::parallel_for(0, panel_count(n), 64, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      float* panel = panels + p * kPanelWidth * k;
+      for (int64_t j = 0; j < kPanelWidth; ++j) {
+        const int64_t row = p * kPanelWidth + j;
+        for (int64_t i = 0; i < k; ++i)
+          panel[i * kPanelWidth + j] = row < n ? w[row * k + i] : 0.0f;
+      }
+    }
+  });
+}
+
+void matmul_panels(const float* x, int64_t rows, int64_t k, const float* panels, int64_t n,
+                   float* out) {
+  if (rows == 0 || n == 0) return;
+  at::parallel_for(0, panel_count(n), 32, [&](int64_t begin, int64_t end) {
+    panels_range(x, rows, k, panels, n, out, begin, end);
+  });
+}
+
+void paged_decode_attention(const PagedAttentionArgs& args, std::span<const DecodeQuery> queries) {
+  DSOCR_CHECK(attention_supported(args.heads, args.head_dim))
+      << args.heads << " heads of " << args.head_dim;
+  DSOCR_CHECK(args.kv_heads > 0 && args.heads % args.kv_heads == 0)
+      << "heads " << args.heads << ", kv_heads " << args.kv_heads;
+  if (queries.empty()) return;
+  int64_t max_len = 0;
+  for (const DecodeQuery& q : queries) max_len = std::max(max_len, q.context_len);
+  // A task is all heads of a query when there are enough queries to keep every thread busy,
+  // else one head (batch 1 still uses every thread).
+  const int64_t n = static_cast<int64_t>(queries.size());
+  const int64_t heads_per_task = n >= at::get_num_threads() ? args.heads : 1;
+  const int64_t tasks_per_query = args.heads / heads_per_task;
+  at::parallel_for(0, n * tasks_per_query, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(
+        static_cast<size_t>(heads_per_task * ((max_len + 7) / 8 * 8 + args.head_dim)));
+    for (int64_t t = begin; t < end; ++t) {
+      const DecodeQuery& q = queries[static_cast<size_t>(t / tasks_per_query)];
+      if (q.context_len == 0) continue;
+      const int64_t h0 = (t % tasks_per_query) * heads_per_task, h1 = h0 + heads_per_task;
+      if (args.dtype == Dtype::kFloat32)
+        attend_f32(args, q, h0, h1, scratch.data());
+      else
+        attend_bf16(args, q, h0, h1, scratch.data());
+    }
+  });
+}
+
+}  // namespace dsocr::engine::cpu

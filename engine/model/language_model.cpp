@@ -1,0 +1,250 @@
+#include "engine/model/language_model.h"
+
+#include <cmath>
+
+#include "common/check.h"
+#include "engine/kernels/cpu_kernels.h"
+#include "engine/kernels/kv_cache_ops.h"
+#include "engine/model/layers.h"
+#include "weights/loader.h"
+
+namespace dsocr::model {
+
+namespace {
+
+torch::nn::Linear linear_no_bias(int64_t in, int64_t out) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+}
+
+at::Tensor norm_weight(torch::nn::Module& parent, const char* name, int64_t dim) {
+  auto holder = parent.register_module(name, std::make_shared<torch::nn::Module>());
+  return holder->register_parameter("weight", at::ones({dim}));
+}
+
+}  // namespace
+
+SwiGluMlpImpl::SwiGluMlpImpl(int64_t hidden, int64_t intermediate) {
+  gate_proj = register_module("gate_proj", linear_no_bias(hidden, intermediate));
+  up_proj = register_module("up_proj", linear_no_bias(hidden, intermediate));
+  down_proj = register_module("down_proj", linear_no_bias(intermediate, hidden));
+}
+
+at::Tensor SwiGluMlpImpl::forward(const at::Tensor& x) {
+  return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+}
+
+MoeImpl::MoeImpl(const weights::LanguageConfig& config) : config_(config) {
+  auto gate = register_module("gate", std::make_shared<torch::nn::Module>());
+  gate_weight_ =
+      gate->register_parameter("weight", at::zeros({config.n_routed_experts, config.hidden_size}));
+  auto experts = register_module("experts", torch::nn::ModuleList());
+  for (int64_t e = 0; e < config.n_routed_experts; ++e) {
+    SwiGluMlp expert(config.hidden_size, config.moe_intermediate_size);
+    experts->push_back(expert);
+    experts_.push_back(expert);
+  }
+  shared_experts_ = register_module(
+      "shared_experts",
+      SwiGluMlp(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts));
+}
+
+void MoeImpl::pack_experts() {
+  std::vector<at::Tensor> gates, ups, downs;
+  for (auto& e : experts_) {
+    gates.push_back(e->gate_proj->weight);
+    ups.push_back(e->up_proj->weight);
+    downs.push_back(e->down_proj->weight);
+  }
+  at::NoGradGuard no_grad;
+  w_gate_ = at::stack(gates);
+  w_up_ = at::stack(ups);
+  w_down_ = at::stack(downs);
+  for (size_t e = 0; e < experts_.size(); ++e) {  // the modules now view the stacked storage
+    experts_[e]->gate_proj->weight.set_data(w_gate_[e]);
+    experts_[e]->up_proj->weight.set_data(w_up_[e]);
+    experts_[e]->down_proj->weight.set_data(w_down_[e]);
+  }
+}
+
+at::Tensor MoeImpl::forward(const at::Tensor& x, bool reference) {
+  const int64_t k = config_.num_experts_per_tok;
+  at::Tensor scores = at::linear(x.to(at::kFloat), gate_weight_.to(at::kFloat)).softmax(-1);
+  auto [weights, experts] = scores.topk(k, -1, /*largest=*/true, /*sorted=*/false);
+  weights = weights * config_.routed_scaling_factor;  // not renormalised (norm_topk_prob false)
+  // Decode-sized batches on the CPU: one pass per expert in cpu_kernels.h (prefill is
+  // compute-bound and MKL's).
+  constexpr int64_t kKernelMaxTokens = 64;
+  const bool kernel = !reference && x.is_cpu() && x.scalar_type() == at::kFloat &&
+                      x.size(0) <= kKernelMaxTokens && w_gate_.scalar_type() == at::kFloat &&
+                      engine::cpu::moe_supported(config_.hidden_size, config_.moe_intermediate_size);
+  at::Tensor routed =
+      kernel ? routed_cpu(x, experts, weights) : routed_reference(x, experts, weights);
+  return routed + shared_experts_->forward(x);
+}
+
+at::Tensor MoeImpl::routed_cpu(const at::Tensor& x, const at::Tensor& experts,
+                               const at::Tensor& weights) {
+  at::Tensor xc = x.contiguous();
+  at::Tensor e = experts.to(at::kLong).contiguous();
+  at::Tensor w = weights.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty_like(xc);
+  engine::cpu::MoeArgs args;
+  args.x = xc.data_ptr<float>();
+  args.tokens = xc.size(0);
+  args.hidden = config_.hidden_size;
+  args.inter = config_.moe_intermediate_size;
+  args.num_experts = config_.n_routed_experts;
+  args.top_k = config_.num_experts_per_tok;
+  args.w_gate = w_gate_.data_ptr<float>();
+  args.w_up = w_up_.data_ptr<float>();
+  args.w_down = w_down_.data_ptr<float>();
+  args.experts = e.data_ptr<int64_t>();
+  args.weights = w.data_ptr<float>();
+  args.out = out.data_ptr<float>();
+  engine::cpu::moe_experts(args);
+  return out;
+}
+
+at::Tensor MoeImpl::routed_reference(const at::Tensor& x, const at::Tensor& experts,
+                                     const at::Tensor& weights) {
+  const int64_t k = config_.num_experts_per_tok;
+  // Group the (token, slot) assignments by expert so that each expert runs one matmul.
+  at::Tensor flat_experts = experts.reshape(-1);
+  at::Tensor order = flat_experts.argsort(/*stable=*/true);
+  at::Tensor counts = at::bincount(flat_experts, {}, config_.n_routed_experts).cpu();
+  at::Tensor token_of = order.div(k, "floor");
+  at::Tensor weight_of = weights.reshape(-1).index_select(0, order);
+  at::Tensor out = at::zeros_like(x);
+  const int64_t* count = counts.data_ptr<int64_t>();
+  int64_t begin = 0;
+  for (int64_t e = 0; e < config_.n_routed_experts; ++e) {
+    const int64_t n = count[e];
+    if (n == 0) continue;
+    at::Tensor tokens = token_of.slice(0, begin, begin + n);
+    at::Tensor h = x.index_select(0, tokens);
+    at::Tensor act = at::silu(at::linear(h, w_gate_[e])) * at::linear(h, w_up_[e]);
+    at::Tensor y = at::linear(act, w_down_[e]) * weight_of.slice(0, begin, begin + n).unsqueeze(1);
+    out.index_add_(0, tokens, y.to(out.scalar_type()));
+    begin += n;
+  }
+  return out;
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const weights::LanguageConfig& config, int64_t index)
+    : config_(config) {
+  const int64_t d = config.hidden_size, hd = config.head_dim();
+  input_layernorm_ = norm_weight(*this, "input_layernorm", d);
+  auto attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
+  q_proj_ = attn->register_module("q_proj", linear_no_bias(d, config.num_attention_heads * hd));
+  k_proj_ = attn->register_module("k_proj", linear_no_bias(d, config.num_key_value_heads * hd));
+  v_proj_ = attn->register_module("v_proj", linear_no_bias(d, config.num_key_value_heads * hd));
+  o_proj_ = attn->register_module("o_proj", linear_no_bias(config.num_attention_heads * hd, d));
+  post_attention_layernorm_ = norm_weight(*this, "post_attention_layernorm", d);
+  if (index < config.first_k_dense_replace)
+    dense_mlp_ = register_module("mlp", SwiGluMlp(d, config.intermediate_size));
+  else
+    moe_ = register_module("mlp", Moe(config));
+}
+
+void DecoderLayerImpl::pack_experts() {
+  if (moe_) moe_->pack_experts();
+}
+
+at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
+                                     const at::Tensor& sin, at::Tensor& key_cache,
+                                     at::Tensor& value_cache, const engine::ForwardBatch& batch,
+                                     const engine::AttentionPlan& attention) {
+  const int64_t t = x.size(0), hd = config_.head_dim();
+  at::Tensor y = rms_norm(x, input_layernorm_, config_.rms_norm_eps);
+  // [T, heads, hd] with RoPE on each row's own position (cos/sin: [T, 1, hd]).
+  at::Tensor q =
+      apply_rope(q_proj_->forward(y).view({t, config_.num_attention_heads, hd}), cos, sin);
+  at::Tensor k =
+      apply_rope(k_proj_->forward(y).view({t, config_.num_key_value_heads, hd}), cos, sin);
+  at::Tensor v = v_proj_->forward(y).view({t, config_.num_key_value_heads, hd});
+  engine::write_kv_cache(k.contiguous(), v.contiguous(), key_cache, value_cache, batch.slot_mapping);
+  at::Tensor attn = engine::paged_attention(q, key_cache, value_cache, attention,
+                                    1.0 / std::sqrt(static_cast<double>(hd)));
+  at::Tensor h = x + o_proj_->forward(attn.reshape({t, -1}));
+  at::Tensor u = rms_norm(h, post_attention_layernorm_, config_.rms_norm_eps);
+  return h + (moe_ ? moe_->forward(u) : dense_mlp_->forward(u));
+}
+
+LanguageModelImpl::LanguageModelImpl(const weights::LanguageConfig& config) : config_(config) {
+  auto model = register_module("model", std::make_shared<torch::nn::Module>());
+  embed_tokens_ = model->register_module(
+      "embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  auto layers = model->register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    DecoderLayer layer(config, i);
+    layers->push_back(layer);
+    layers_.push_back(layer);
+  }
+  norm_ = norm_weight(*model, "norm", config.hidden_size);
+  lm_head_ = register_module("lm_head", linear_no_bias(config.hidden_size, config.vocab_size));
+}
+
+Status LanguageModelImpl::load(const weights::StateDict& weights, at::ScalarType dtype,
+                               at::Device device) {
+  // The vision tensors share the file (and the "model." prefix); they are VisionModel's.
+  for (const std::string& name : weights.names()) {
+    const bool vision = name.rfind("model.sam_model.", 0) == 0 ||
+                        name.rfind("model.qwen2_model.", 0) == 0 ||
+                        name.rfind("model.projector.", 0) == 0 || name == "model.view_seperator";
+    const bool language = name.rfind("model.", 0) == 0 || name.rfind("lm_head.", 0) == 0;
+    if (!vision && !language)
+      return invalid_argument("unexpected tensor '" + name + "' in the checkpoint");
+  }
+  weights::LoadOptions options;
+  options.dtype = dtype;
+  options.device = device;
+  options.allow_unexpected = true;  // the vision tensors, checked above and by VisionModel
+  options.discard_initial_values = true;
+  DSOCR_RETURN_IF_ERROR(weights::load_module(*this, weights, options));
+  eval();
+  for (auto& layer : layers_) layer->pack_experts();
+  if (device.is_cpu() && dtype == at::kFloat && !config_.tie_word_embeddings) pack_lm_head();
+  return Status();
+}
+
+void LanguageModelImpl::pack_lm_head() {
+  at::NoGradGuard no_grad;
+  const at::Tensor w = lm_head_->weight.contiguous();
+  const int64_t n = w.size(0), k = w.size(1);
+  lm_head_panels_ = at::empty({engine::cpu::panel_count(n), k, engine::cpu::kPanelWidth}, w.options());
+  engine::cpu::pack_panels(w.data_ptr<float>(), n, k, lm_head_panels_.data_ptr<float>());
+  // The module's weight now views the panels ([panels, 16, hidden], W's rows in order, the last
+  // panel's padding rows zero), so the [vocab, hidden] original is freed, not kept twice.
+  lm_head_->weight.set_data(lm_head_panels_.transpose(1, 2));
+}
+
+at::Tensor LanguageModelImpl::forward(const engine::ForwardBatch& batch, engine::KvCache& cache) {
+  at::NoGradGuard no_grad;
+  at::Tensor x = embed_tokens_->forward(batch.input_ids);
+  if (batch.image_rows.defined() && batch.image_rows.numel() > 0)
+    x.index_copy_(0, batch.image_rows, batch.image_embeds.to(x.scalar_type()));
+  auto [cos, sin] = rope_cos_sin(batch.positions, config_.head_dim(), config_.rope_theta,
+                                         x.scalar_type());
+  cos = cos.unsqueeze(1);
+  sin = sin.unsqueeze(1);
+  const engine::AttentionPlan attention = engine::AttentionPlan::build(
+      batch, cache.block_size, x.device(), config_.num_attention_heads, config_.head_dim());
+  for (size_t i = 0; i < layers_.size(); ++i)
+    x = layers_[i]->forward(x, cos, sin, cache.keys[i], cache.values[i], batch, attention);
+  at::Tensor rows = x.index_select(0, batch.logits_rows);
+  rows = rms_norm(rows, norm_, config_.rms_norm_eps);
+  return logits(rows);
+}
+
+at::Tensor LanguageModelImpl::logits(const at::Tensor& rows) {
+  if (lm_head_panels_.defined()) {
+    const at::Tensor x = rows.to(at::kFloat).contiguous();
+    at::Tensor out = at::empty({x.size(0), config_.vocab_size}, x.options());
+    engine::cpu::matmul_panels(x.data_ptr<float>(), x.size(0), x.size(1), lm_head_panels_.data_ptr<float>(),
+                       config_.vocab_size, out.data_ptr<float>());
+    return out;
+  }
+  return lm_head_->forward(rows).to(at::kFloat);
+}
+
+}  // namespace dsocr::model

@@ -1,0 +1,108 @@
+// The DeepSeek-V2-style MoE language model of DeepSeek-OCR-2 (spec §9) over the paged KV cache.
+//
+// Modules carry the checkpoint's names: model.embed_tokens, model.layers.{i}.{input_layernorm,
+// self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.*}, model.norm, lm_head. Layers
+// < first_k_dense_replace have a dense SwiGLU MLP; the others an MoE: a float32 softmax router
+// over n_routed_experts, top-k (not renormalised) times routed_scaling_factor, each expert run
+// once over all of its tokens, plus the shared experts (one MLP of n_shared * moe_intermediate).
+// After loading, each layer's expert weights are stacked into [E, ...] tensors that the
+// per-expert parameters view, so no memory is duplicated.
+//
+// forward() takes a flattened batch (forward_batch.h): image embedding rows replace the
+// placeholder rows, K/V of every row go to the cache, and logits come out only for the rows that
+// need sampling.
+//
+// Thread-safety: one forward at a time per KV cache (the engine thread).
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+
+#include "common/status.h"
+#include "engine/kernels/forward_batch.h"
+#include "engine/kernels/kv_cache.h"
+#include "engine/kernels/paged_attention.h"
+#include "weights/model_config.h"
+#include "weights/safetensors.h"
+
+namespace dsocr::model {
+
+class SwiGluMlpImpl : public torch::nn::Module {
+ public:
+  SwiGluMlpImpl(int64_t hidden, int64_t intermediate);
+  at::Tensor forward(const at::Tensor& x);
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(SwiGluMlp);
+
+class MoeImpl : public torch::nn::Module {
+ public:
+  explicit MoeImpl(const weights::LanguageConfig& config);
+  // [T, hidden]. `reference` forces the libtorch path for the routed experts (tests compare).
+  at::Tensor forward(const at::Tensor& x, bool reference = false);
+  // Stacks the experts' weights (call once after loading).
+  void pack_experts();
+
+ private:
+  at::Tensor routed_cpu(const at::Tensor& x, const at::Tensor& experts, const at::Tensor& weights);
+  at::Tensor routed_reference(const at::Tensor& x, const at::Tensor& experts,
+                              const at::Tensor& weights);
+
+  weights::LanguageConfig config_;
+  at::Tensor gate_weight_;  // router [E, hidden]
+  std::vector<SwiGluMlp> experts_;
+  SwiGluMlp shared_experts_{nullptr};
+  at::Tensor w_gate_, w_up_, w_down_;  // [E, I, H], [E, I, H], [E, H, I]
+};
+TORCH_MODULE(Moe);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  DecoderLayerImpl(const weights::LanguageConfig& config, int64_t index);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                     at::Tensor& key_cache, at::Tensor& value_cache, const engine::ForwardBatch& batch,
+                     const engine::AttentionPlan& attention);
+  void pack_experts();
+
+ private:
+  weights::LanguageConfig config_;
+  at::Tensor input_layernorm_, post_attention_layernorm_;
+  torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  SwiGluMlp dense_mlp_{nullptr};
+  Moe moe_{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+class LanguageModelImpl : public torch::nn::Module {
+ public:
+  explicit LanguageModelImpl(const weights::LanguageConfig& config);
+
+  // Strict load of the language-model tensors (the vision ones are left to VisionModel).
+  Status load(const weights::StateDict& weights, at::ScalarType dtype, at::Device device);
+
+  // Logits [S, vocab] in float32 for batch.logits_rows.
+  at::Tensor forward(const engine::ForwardBatch& batch, engine::KvCache& cache);
+
+  // lm_head over final-normed rows [S, hidden] -> float32 [S, vocab]. On the CPU in float32 the
+  // weight is packed into panels at load (cpu_kernels.h: matmul_panels, ~2x MKL at decode sizes).
+  at::Tensor logits(const at::Tensor& rows);
+
+  const weights::LanguageConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return norm_.scalar_type(); }
+  at::Device device() const { return norm_.device(); }
+
+ private:
+  void pack_lm_head();
+
+  weights::LanguageConfig config_;
+  torch::nn::Embedding embed_tokens_{nullptr};
+  std::vector<DecoderLayer> layers_;
+  at::Tensor norm_;
+  torch::nn::Linear lm_head_{nullptr};
+  at::Tensor lm_head_panels_;  // CPU float32: [ceil(vocab / 16), hidden, 16], see pack_lm_head()
+};
+TORCH_MODULE(LanguageModel);
+
+}  // namespace dsocr::model

@@ -1,0 +1,303 @@
+#include "engine/model_runner.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include "common/logging.h"
+#include "engine/device.h"
+#include "engine/kernels/cpu_kernels.h"
+#include "engine/kernels/forward_batch.h"
+#include "engine/kernels/kv_cache.h"
+#include "engine/model/language_model.h"
+#include "engine/model/pixel_values.h"
+#include "engine/model/vision_model.h"
+#include "engine/sampler.h"
+#include "weights/loader.h"
+#include "weights/safetensors.h"
+
+namespace dsocr::engine {
+namespace {
+
+// An image encoding kept for reuse, per cache salt: a salted request must not learn (from its
+// encode time) that another client sent the same page.
+struct CachedEncoding {
+  uint64_t cache_salt;
+  uint64_t content_hash;
+  at::Tensor embeddings;
+};
+constexpr size_t kImageCacheEntries = 16;
+
+}  // namespace
+
+struct ModelRunner::Impl {
+  at::Device device{at::kCPU};
+  at::ScalarType dtype = at::kFloat;
+  int64_t block_size = 16;
+  model::VisionModel vision{nullptr};
+  model::LanguageModel language{nullptr};
+  KvCache cache;
+  std::list<CachedEncoding> image_cache;  // most recently used first
+  std::shared_ptr<spdlog::logger> logger = log::get("engine");
+};
+
+ModelRunner::ModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ModelRunner::~ModelRunner() = default;
+
+bool ModelRunner::on_cuda() const { return impl_->device.is_cuda(); }
+
+RunnerStats ModelRunner::stats() const {
+  std::lock_guard lock(stats_mu_);
+  return stats_;
+}
+
+namespace {
+
+// Blocks for the KV cache: the given count, or what fits in free memory after one maximal step.
+int64_t size_kv_cache(const EngineOptions& options, const weights::LanguageConfig& lc,
+                      const std::string& device_name, at::Device device, at::ScalarType dtype,
+                      model::LanguageModel& language, spdlog::logger& logger) {
+  const int64_t per_block = KvCache::bytes_per_block(lc.num_hidden_layers, options.block_size,
+                                                     lc.num_key_value_heads, lc.head_dim(),
+                                                     at::elementSize(dtype));
+  const int64_t needed =
+      (options.scheduler.max_model_len + options.block_size - 1) / options.block_size;
+  if (options.num_kv_blocks > 0) {
+    if (options.num_kv_blocks < needed)
+      logger.warn("--num-kv-blocks {} holds fewer than one maximal request ({} blocks)",
+                  options.num_kv_blocks, needed);
+    return options.num_kv_blocks;
+  }
+  // Peak activations: one maximal step through a throwaway cache, then measure what is left.
+  {
+    KvCache probe = KvCache::allocate(lc.num_hidden_layers, needed, options.block_size,
+                                      lc.num_key_value_heads, lc.head_dim(), dtype, device);
+    const int64_t t =
+        std::min(options.scheduler.max_num_batched_tokens, needed * options.block_size);
+    ForwardBatch batch;
+    auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+    batch.input_ids = at::zeros({t}, opts);
+    batch.positions = at::arange(t, opts);
+    batch.slot_mapping = at::arange(t, opts);
+    SequenceSlice seq{0, t, t, {}};
+    for (int64_t b = 0; b < needed; ++b) seq.block_table.push_back(static_cast<int32_t>(b));
+    batch.sequences.push_back(seq);
+    batch.logits_rows = at::full({1}, t - 1, opts);
+    (void)language->forward(batch, probe);
+  }
+  const int64_t free_bytes = free_memory_bytes(device_name);
+  int64_t budget = static_cast<int64_t>(options.kv_memory_fraction * static_cast<double>(free_bytes));
+  if (!device.is_cuda()) budget = std::min(budget, options.max_kv_bytes_cpu);
+  int64_t blocks = std::min(budget / per_block, needed * options.scheduler.max_num_seqs);
+  if (blocks < needed) {
+    logger.warn("only {} KV blocks fit in free memory; using the {} one request needs", blocks,
+                needed);
+    blocks = needed;
+  }
+  return blocks;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& options,
+                                                         const weights::ModelConfig& config,
+                                                         PendingImageBudget* budget) {
+  auto impl = std::make_unique<Impl>();
+  spdlog::logger& logger = *impl->logger;
+  DeviceInfo info = probe_devices();
+  DSOCR_ASSIGN_OR_RETURN(std::string device_name, resolve_device(options.device, info));
+  impl->device = at::Device(device_name);
+  if (options.dtype == "auto") {
+    impl->dtype = impl->device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  } else {
+    DSOCR_ASSIGN_OR_RETURN(impl->dtype, weights::parse_compute_dtype(options.dtype));
+  }
+  impl->block_size = options.block_size;
+
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = options.torch_threads > 0
+                          ? options.torch_threads
+                          : std::max(1, cores - static_cast<int>(options.vision_threads) + 1);
+  at::set_num_threads(std::min(threads, cores));
+  if (!impl->device.is_cuda()) {
+    const int kernel_threads = cpu::parallel_threads();
+    if (kernel_threads < at::get_num_threads())
+      logger.warn("CPU kernels use {} of {} threads: cpu_kernels.cpp was built without OpenMP",
+                  kernel_threads, at::get_num_threads());
+    else
+      logger.info("CPU: {} threads for model steps", at::get_num_threads());
+  }
+
+  DSOCR_ASSIGN_OR_RETURN(auto state, weights::StateDict::open(options.model_dir));
+  const auto started = Clock::now();
+  impl->vision = model::VisionModel(config);
+  DSOCR_RETURN_IF_ERROR(
+      impl->vision->load(state, impl->dtype, impl->device).with_context("vision weights"));
+  impl->language = model::LanguageModel(config.language);
+  DSOCR_RETURN_IF_ERROR(
+      impl->language->load(state, impl->dtype, impl->device).with_context("language weights"));
+  logger.info("model {} loaded on {} ({}) in {:.1f} s", options.model_dir.string(), device_name,
+              impl->dtype == at::kFloat ? "float32" : "bfloat16",
+              ms_between(started, Clock::now()) / 1000);
+
+  const auto& lc = config.language;
+  const int64_t blocks = size_kv_cache(options, lc, device_name, impl->device, impl->dtype,
+                                       impl->language, logger);
+  impl->cache = KvCache::allocate(lc.num_hidden_layers, blocks, options.block_size,
+                                  lc.num_key_value_heads, lc.head_dim(), impl->dtype, impl->device);
+  logger.info("KV cache: {} blocks of {} tokens ({} tokens, {:.2f} GiB)", blocks,
+              options.block_size, blocks * options.block_size,
+              KvCache::bytes_per_block(lc.num_hidden_layers, options.block_size,
+                                       lc.num_key_value_heads, lc.head_dim(),
+                                       at::elementSize(impl->dtype)) *
+                  blocks / double(1ll << 30));
+  std::unique_ptr<ModelRunner> runner(new ModelRunner(std::move(impl)));
+  runner->device_name_ = device_name;
+  runner->num_kv_blocks_ = blocks;
+  runner->budget_ = budget;
+  runner->step_fault_ = options.step_fault;
+  return runner;
+}
+
+void ModelRunner::drop_embeddings(Request& request) {
+  for (RequestImage& image : request.image_states) image.on_device = at::Tensor();
+}
+
+void ModelRunner::keep_encoding(Request& request, int image_index, const at::Tensor& embeddings) {
+  RequestImage& image = request.image_states[image_index];
+  image.on_device = embeddings;
+  image.kept = impl_->device.is_cuda() ? embeddings.to(at::kCPU) : embeddings;
+  image.pixels = vision::PreprocessedImage{};
+  budget_->uncharge(request, std::exchange(image.charged_pixel_bytes, 0));
+}
+
+void ModelRunner::encode_images(const StepPlan& plan) {
+  if (plan.images.empty()) return;
+  Impl& m = *impl_;
+  std::vector<const vision::PreprocessedImage*> batch;
+  std::vector<std::pair<Request*, int>> targets;
+  uint64_t cache_hits = 0;
+  for (const ImageToEncode& e : plan.images) {
+    Request& request = Request::of(e.seq);
+    const int i = e.image_index;
+    RequestImage& image = request.image_states[i];
+    if (image.kept.defined()) {  // again, after a preemption
+      image.on_device = image.kept.to(m.device);
+      continue;
+    }
+    const uint64_t content = request.images[i].content_hash;
+    auto hit = std::find_if(m.image_cache.begin(), m.image_cache.end(), [&](const auto& entry) {
+      return entry.content_hash == content && entry.cache_salt == request.cache_salt_hash;
+    });
+    if (hit != m.image_cache.end()) {
+      keep_encoding(request, i, hit->embeddings);
+      m.image_cache.splice(m.image_cache.begin(), m.image_cache, hit);
+      ++cache_hits;
+      continue;
+    }
+    batch.push_back(&image.pixels);
+    targets.emplace_back(&request, i);
+  }
+  double elapsed_ms = 0;
+  size_t encoded = 0;
+  if (!batch.empty()) {
+    const auto started = Clock::now();
+    model::PixelBatch pixels = model::make_pixel_batch(batch, m.dtype, m.device);
+    std::vector<at::Tensor> blocks = m.vision->encode(pixels);
+    // On CUDA the kernels are queued, not finished; waiting here makes the time the encoder's.
+    if (m.device.is_cuda()) torch::cuda::synchronize(m.device.index());
+    elapsed_ms = ms_between(started, Clock::now());
+    pixels = {};
+    encoded = blocks.size();
+    for (size_t k = 0; k < blocks.size(); ++k) {
+      auto [request, i] = targets[k];
+      m.image_cache.push_front({request->cache_salt_hash, batch[k]->content_hash, blocks[k]});
+      keep_encoding(*request, i, blocks[k]);  // frees the pixels batch[k] points to
+    }
+    // A request waits for the whole batch, so each one in it is charged the batch's time (once).
+    std::set<Request*> charged;
+    for (auto& target : targets)
+      if (charged.insert(target.first).second) target.first->encode_ms += elapsed_ms;
+    while (m.image_cache.size() > kImageCacheEntries) m.image_cache.pop_back();
+  }
+  std::lock_guard lock(stats_mu_);
+  stats_.image_cache_hits += cache_hits;
+  stats_.images_encoded += encoded;
+  stats_.vision_encode_seconds += elapsed_ms / 1000.0;
+}
+
+at::Tensor ModelRunner::forward(const StepPlan& plan) {
+  Impl& m = *impl_;
+  std::vector<int64_t> ids, positions, slots, logits_rows, image_rows;
+  std::vector<at::Tensor> image_parts;
+  ForwardBatch batch;
+  const int64_t bs = m.block_size;
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    const Sequence& seq = *chunk.seq;
+    const int64_t q_start = static_cast<int64_t>(ids.size());
+    for (int64_t p = chunk.begin; p < chunk.begin + chunk.num_tokens; ++p) {
+      ids.push_back(seq.tokens[p]);
+      positions.push_back(p);
+      slots.push_back(static_cast<int64_t>(seq.kv.blocks[p / bs]) * bs + p % bs);
+    }
+    SequenceSlice slice{q_start, chunk.num_tokens, chunk.begin + chunk.num_tokens,
+                        std::vector<int32_t>(seq.kv.blocks.begin(), seq.kv.blocks.end())};
+    batch.sequences.push_back(std::move(slice));
+    if (chunk.samples) logits_rows.push_back(q_start + chunk.num_tokens - 1);
+    // Image rows of this chunk, taken from the image's embedding block (spec §8.3).
+    const Request& request = Request::of(chunk.seq);
+    for (size_t i = 0; i < seq.images.size(); ++i) {
+      const SequenceImage& img = seq.images[i];
+      const int64_t lo = std::max(chunk.begin, img.offset);
+      const int64_t hi = std::min(chunk.begin + chunk.num_tokens, img.offset + img.length);
+      if (lo >= hi) continue;
+      const at::Tensor& embeddings = request.image_states[i].on_device;
+      if (!embeddings.defined())
+        throw std::logic_error("image " + std::to_string(i) + " of request " +
+                               request.stream->request_id() + " is not encoded");
+      image_parts.push_back(embeddings.slice(0, lo - img.offset, hi - img.offset));
+      for (int64_t p = lo; p < hi; ++p) image_rows.push_back(q_start + (p - chunk.begin));
+    }
+  }
+  auto to_device = [&](const std::vector<int64_t>& v) {
+    return at::tensor(v, at::kLong).to(m.device);
+  };
+  batch.input_ids = to_device(ids);
+  batch.positions = to_device(positions);
+  batch.slot_mapping = to_device(slots);
+  batch.logits_rows = to_device(logits_rows);
+  if (!image_rows.empty()) {
+    batch.image_rows = to_device(image_rows);
+    batch.image_embeds = at::cat(image_parts, 0);
+  }
+  return m.language->forward(batch, m.cache);
+}
+
+StepOutput ModelRunner::run(const StepPlan& plan) {
+  if (step_fault_) {
+    std::vector<std::string> ids;
+    for (const ScheduledChunk& c : plan.chunks) ids.push_back(Request::of(c.seq).stream->request_id());
+    if (step_fault_(ids)) throw std::runtime_error("injected step fault");
+  }
+  encode_images(plan);
+  at::Tensor logits = forward(plan);
+
+  std::vector<SamplingRow> rows;
+  bool want_logits = false;
+  for (const ScheduledChunk& c : plan.chunks) {
+    if (!c.samples) continue;
+    Request& request = Request::of(c.seq);
+    rows.push_back({&c.seq->params, c.seq->tokens, c.seq->prompt_len, &request.rng});
+    want_logits = want_logits || request.return_logits;
+  }
+  StepOutput out;
+  out.sampled = sample_tokens(logits, rows);
+  if (want_logits) out.logits = logits.to(at::kCPU, at::kFloat).contiguous();
+  return out;
+}
+
+}  // namespace dsocr::engine
