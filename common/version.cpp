@@ -4,6 +4,8 @@ namespace dsocr {
 
 const char* version() { return DSOCR_VERSION_STRING; }
 
+const char* built_model_files_dir() { return DSOCR_DEFAULT_MODEL_FILES_DIR; }
+
 std::string build_summary() {
   std::string compiler;
 #if defined(__clang__)

@@ -16,6 +16,9 @@
 // Thread-safety: post() and queued() may be called from any thread; the callbacks run on the
 // worker threads. The destructor waits for the task running on each worker; queued tasks run
 // first and find their requests ended (stop the engine before destroying this).
+// Invariants: queued() counts the posted tasks not yet returned; every posted request either
+// reaches on_prepared (with its "accepted" event sent and its Sequence part filled) or gets its
+// final event, or was ended by another thread before its task ran.
 #pragma once
 
 #include <atomic>

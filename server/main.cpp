@@ -37,7 +37,7 @@ std::filesystem::path dsocr_cache_dir() {
 // DeepSeek-OCR-2's tokenizer and config files: $DSOCR_MODEL_FILES_DIR, else the copy in the build.
 std::filesystem::path model_files_dir() {
   if (const char* d = std::getenv("DSOCR_MODEL_FILES_DIR"); d && *d) return d;
-  return DSOCR_DEFAULT_MODEL_FILES_DIR;
+  return dsocr::built_model_files_dir();
 }
 
 // Every connection is a descriptor: raise the soft limit to the hard one, and keep the connection

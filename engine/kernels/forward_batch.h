@@ -6,9 +6,15 @@
 // chunks, cached prefix blocks and this step's rows), so its rows sit at positions
 // context_len - q_len .. context_len - 1 and attend causally to all earlier ones.
 //
-// Invariants (checked by the model runner when building it): rows are contiguous per sequence,
-// every slot of positions [0, context_len) is covered by the block table, image_rows index rows
-// whose input id is the image token.
+// Built by ModelRunner (engine/model_runner.cpp) from a StepPlan, consumed by
+// LanguageModel::forward and the paged-attention kernels.
+//
+// Thread-safety: a plain value, built and used on the engine thread within one step.
+// Invariants (upheld by the model runner when building it): rows are contiguous per sequence and
+// in sequence order; every slot of positions [0, context_len) is covered by the block table;
+// slot_mapping[r] is the slot of positions[r] in that sequence's blocks; image_rows index rows
+// whose input id is the image token, image_embeds has one row per entry of image_rows;
+// logits_rows holds the last row of each sampling sequence, in plan order.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -13,6 +13,9 @@
 // libtorch path that defines the semantics and that the kernel is tested against.
 //
 // Thread-safety: callers serialise writes to one cache (the engine thread owns it).
+// Invariants (the caller's, checked by the reference path): key and value have the same shape;
+// every non-negative slot is < num_blocks * block_size; no two tokens of one call share a slot
+// (the scheduler gives each token position its own slot), so the write order does not matter.
 #pragma once
 
 #include <ATen/core/Tensor.h>

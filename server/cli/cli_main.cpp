@@ -172,7 +172,7 @@ int cmd_tokenize(int argc, const char* const* argv) {
 // Writes a random-weight checkpoint with the official structure (weights/make_model.h).
 int cmd_make_model(int argc, const char* const* argv) {
   weights::MakeModelOptions options;
-  std::string out, dtype = "bf16", tokenizer_dir = DSOCR_DEFAULT_MODEL_FILES_DIR;
+  std::string out, dtype = "bf16", tokenizer_dir = dsocr::built_model_files_dir();
   int64_t seed = 0;
   FlagSet flags(
       "dsocr make-model",

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/version.h"
 #include "weights/make_model.h"
 
 namespace dsocr::engine::testing {
@@ -25,7 +26,7 @@ inline const std::filesystem::path& tiny_model() {
     o.preset = "tiny";
     o.dtype = weights::DType::kF32;
     o.out = d;
-    o.tokenizer_dir = DSOCR_DEFAULT_MODEL_FILES_DIR;
+    o.tokenizer_dir = dsocr::built_model_files_dir();
     Status s = weights::make_model(o, nullptr);
     if (!s.ok()) throw std::runtime_error(s.to_string());
     return d;

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/version.h"
 #include "server/completion_text.h"
 #include "server/http_server.h"
 #include "server/server_metrics.h"
@@ -26,7 +27,7 @@ using testing::FakeEngine;
 
 std::shared_ptr<const tokenizer::Tokenizer> shared_tokenizer() {
   static auto tok = [] {
-    auto t = tokenizer::Tokenizer::from_file(std::string(DSOCR_DEFAULT_MODEL_FILES_DIR) +
+    auto t = tokenizer::Tokenizer::from_file(std::string(dsocr::built_model_files_dir()) +
                                              "/tokenizer.json");
     REQUIRE(t.ok());
     return *t;
