@@ -59,7 +59,8 @@ esac
 # dependency file) is newer; a change of the compile command itself empties $OUT/obj.
 COMPILE=("$CXX" -std=c++20 -O1 -g -fsanitize=fuzzer-no-link,address,undefined
          -fno-sanitize-recover=undefined -I"$ROOT" -isystem /usr/include/opencv4
-         -DDSOCR_VERSION_STRING='"fuzz"' -DDSOCR_BUILD_TYPE_STRING='"fuzz"')
+         -DDSOCR_VERSION_STRING='"fuzz"' -DDSOCR_BUILD_TYPE_STRING='"fuzz"'
+         "-DDSOCR_DEFAULT_MODEL_FILES_DIR=\"$ROOT/model-files/deepseek-ocr2\"")
 if [[ "$(cat "$OUT/obj/command" 2>/dev/null)" != "${COMPILE[*]}" ]]; then
   rm -rf "$OUT/obj" && mkdir -p "$OUT/obj" && echo "${COMPILE[*]}" > "$OUT/obj/command"
 fi
