@@ -196,7 +196,12 @@ int run(int argc, char** argv) {
   http_thread.join();
   engine.reset();
   logger->info("stopped");
-  return 0;
+  logger->flush();
+  std::fflush(nullptr);
+  // Every client has its answer and nothing is left to save. Exit now rather than through the
+  // destructors: drain does not wait for a model step in progress (a batch of pages on a busy CPU
+  // can take tens of seconds), and destroying the engine would join it.
+  std::_Exit(0);
 }
 
 }  // namespace
