@@ -241,7 +241,7 @@ TEST_CASE("pdf: the rendered size rounds like MuPDF's fz_round_rect") {
   CHECK(pdf_render_pixels(1e12) == INT_MAX);
 }
 
-TEST_CASE("pdf: a page range selects pages; ranges outside the document are refused") {
+TEST_CASE("pdf: a page range selects pages, and ranges outside the document are refused") {
   std::vector<TestPage> pages;
   for (int i = 0; i < 6; ++i) pages.push_back({100.0 + 10 * i, 100, 0, ""});
   const std::string bytes = make_pdf(pages);
