@@ -42,8 +42,17 @@ class ListParser {
  public:
   explicit ListParser(std::string_view s) : s_(s) {}
 
+  // Whitespace and Python comments ('#' to the end of the line), which eval() skips as well.
   void skip_space() {
-    while (pos_ < s_.size() && is_space(s_[pos_])) ++pos_;
+    while (pos_ < s_.size()) {
+      if (is_space(s_[pos_])) {
+        ++pos_;
+      } else if (s_[pos_] == '#') {
+        while (pos_ < s_.size() && s_[pos_] != '\n') ++pos_;
+      } else {
+        break;
+      }
+    }
   }
   bool eat(char c) {
     skip_space();

@@ -7,8 +7,8 @@
 //   `<|ref|>`, the label runs to the first `<|/ref|><|det|>` and the box list to the first
 //   `<|/det|>` after it. Anything else, partial or unclosed tags included, is text.
 // * The box list is parsed as the Python list literal the reference evaluates, restricted to what
-//   a box can be: a non-empty list of lists of four integers in 0..999 (spaces, newlines and a
-//   trailing comma allowed, as Python allows them). A tag whose list is anything else is
+//   a box can be: a non-empty list of lists of four integers in 0..999 (spaces, newlines,
+//   trailing commas and '#' comments allowed, as Python's eval allows them). A tag whose list is anything else is
 //   malformed: parse_grounding() leaves it in the text, rewrite_markdown() removes it like the
 //   official scripts do (their regex removes it; only their drawing fails on it).
 // * Pixel boxes follow the reference to the bit: `int(v / 999 * W)` in double precision,

@@ -116,6 +116,10 @@ TEST_CASE("grounding: malformed and partial tags stay in the text, and nothing t
   }
   CHECK(parse_grounding_boxes(" [ [ 0 , 0 , 999 , 999 , ] , ] ").has_value());
   CHECK(parse_grounding_boxes("\n[[0,0,0,0]]\n").has_value());
+  // eval() skips comments: the scripts would draw these.
+  CHECK(parse_grounding_boxes("[[1,2,3,4]]# Title").has_value());
+  CHECK(parse_grounding_boxes("[[1, # x\n 2,3,4]]").has_value());
+  CHECK_FALSE(parse_grounding_boxes("[[1, # x 2,3,4]]").has_value());
 
   // A malformed tag between two good ones joins the text of the block before it.
   const auto blocks = parse_grounding(
