@@ -16,7 +16,9 @@
 //   holding its own reference to the document and the bytes. At most
 //   PdfLimits::max_abandoned_renders of them may run process-wide: past that, render_page()
 //   refuses with kResourceExhausted (429) until they finish, so a stream of hostile PDFs cannot
-//   take every core. abandoned_pdf_renders() reports how many run now.
+//   take every core. abandoned_pdf_renders() reports how many run now; a process should let it
+//   reach 0 (or _exit) before returning from main(), since such a render still uses poppler's
+//   global state, which is destroyed at exit.
 //
 // Thread-safety: open() and distinct documents are safe to use concurrently. One document's
 // render_page() calls are serialised by a lock inside it (poppler does not promise concurrent
