@@ -5,13 +5,14 @@
 # also handy by hand:
 #   ./scripts/fuzz.sh safetensors_header 60       # target, seconds
 #   ./scripts/fuzz.sh all 180                     # every target, 180 s each
-# Targets: safetensors_header, image_probe, image_decode, tokenizer, chat_request, http_request.
+# Targets: safetensors_header, image_probe, image_decode, tokenizer, chat_request, http_request,
+# grounding.
 # Exit status: non-zero when a target fails to build or finds a crash, leak, timeout or OOM.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TARGET="${1:?target name (safetensors_header, image_probe, image_decode, tokenizer, chat_request, http_request) or all}"
+TARGET="${1:?target name (safetensors_header, image_probe, image_decode, tokenizer, chat_request, http_request, grounding) or all}"
 SECONDS_TO_RUN="${2:-20}"
-ALL_TARGETS=(safetensors_header image_probe image_decode tokenizer chat_request http_request)
+ALL_TARGETS=(safetensors_header image_probe image_decode tokenizer chat_request http_request grounding)
 if [[ "$TARGET" == all ]]; then
   status=0
   for t in "${ALL_TARGETS[@]}"; do "$0" "$t" "$SECONDS_TO_RUN" || status=1; done
@@ -51,6 +52,9 @@ case "$TARGET" in
   http_request)
     SOURCES=(server/http/request_parser.cpp server/http/http_message.cpp common/status.cpp)
     LIBS=(-lz) ;;
+  grounding)
+    SOURCES=(server/grounding.cpp)
+    FUZZ_OPTIONS=(-max_len=16384) ;;
   *) echo "fuzz.sh: unknown target $TARGET (known: ${ALL_TARGETS[*]})" >&2; exit 2 ;;
 esac
 

@@ -35,6 +35,7 @@ DEBIAN_PACKAGES=(
   python3 python3-venv python3-pip
   libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libopencv-dev
   libcurl4-openssl-dev libssl-dev zlib1g-dev libtiff-dev libwebp-dev catch2 libonig-dev libpcre2-dev libgif-dev
+  libpoppler-cpp-dev
   clang clang-format clang-tidy libclang-rt-14-dev
 )
 missing=()
