@@ -19,13 +19,18 @@
 #   DSOCR_CT_PORT          gateway port on 127.0.0.1 (default: a free one)
 #   DSOCR_CT_MAX_TOKENS    tokens per request (default: 96)
 #   DSOCR_CT_WORKERS       concurrent clients (default: 6)
+#   DSOCR_CT_CLIENT_TIMEOUT seconds of silence after which a request counts as hung (default: 300)
 #   DSOCR_CT_KEEP=1        keep containers, network and volume after the run (for debugging)
 #   DSOCR_CT_PIP_CERT      CA bundle pip needs inside the build (default: $PIP_CERT, if set)
+#   DSOCR_CT_HOST_CCACHE=0 compile in the image build's own cache, not the host's ccache
+#   DSOCR_CT_REUSE_IMAGES=1 use the images an earlier run built, if present (debugging the
+#                          replica and gateway phases; the result does not test HEAD's images)
 # Needs: podman (runc or crun), and a `debian:bookworm` image, or debootstrap (root) to make one,
 # or a reachable registry to pull one.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+T0=$(date +%s)
 
 if ! command -v podman >/dev/null 2>&1; then
   echo "container-test: SKIPPED: podman is not installed (apt-get install podman runc to run it)"
@@ -68,6 +73,11 @@ if ! podman image exists debian:bookworm; then
 fi
 
 # --- images from a clean checkout ----------------------------------------------------------------
+if [[ "${DSOCR_CT_REUSE_IMAGES:-0}" == 1 ]] && podman image exists "$IMAGE" \
+    && podman image exists "$GW_IMAGE"; then
+  step "Reusing $IMAGE and $GW_IMAGE (DSOCR_CT_REUSE_IMAGES=1: not built from HEAD)"
+  build_s=0
+else
 step "Building $IMAGE and $GW_IMAGE from $(git rev-parse --short HEAD) (git archive: committed files only)"
 mkdir -p "$WORK/src"
 git archive --format=tar HEAD | tar -x -C "$WORK/src"
@@ -75,12 +85,27 @@ git archive --format=tar HEAD | tar -x -C "$WORK/src"
 PIP_CERT_FILE="${DSOCR_CT_PIP_CERT:-${PIP_CERT:-}}"
 SECRET=()
 [[ -n "$PIP_CERT_FILE" && -s "$PIP_CERT_FILE" ]] && SECRET=(--secret "id=pipcert,src=$PIP_CERT_FILE")
+# The host's compiler cache as a build-time volume, built at the host checkout's path: the build
+# that ran before this test (scripts/setup.sh, same commit) has just filled the cache with the very
+# objects the image needs (docker/Dockerfile says what must match), so the build stage links
+# instead of compiling for 15-20 minutes. Without ccache on the host the build uses its own cache.
+CCACHE=()
+if [[ "${DSOCR_CT_HOST_CCACHE:-1}" == 1 ]] && command -v ccache >/dev/null; then
+  host_ccache="$(ccache --get-config cache_dir)"
+  mkdir -p "$host_ccache"
+  CCACHE=(-v "$host_ccache:/ccache" --build-arg DSOCR_CCACHE_DIR=/ccache --build-arg "DSOCR_SRC_DIR=$ROOT")
+  for var in LANG LC_ALL LC_CTYPE LC_MESSAGES; do
+    if [[ -n "${!var+set}" ]]; then CCACHE+=(--build-arg "$var=${!var}"); fi
+  done
+  echo "compiler cache: $host_ccache (built at $ROOT, as on the host)"
+fi
 start=$(date +%s)
-"${NICE[@]}" podman build --layers --format docker "${RUN_ARGS[@]}" "${SECRET[@]}" \
+"${NICE[@]}" podman build --layers --format docker "${RUN_ARGS[@]}" "${SECRET[@]}" "${CCACHE[@]}" \
   -f "$WORK/src/docker/Dockerfile" -t "$IMAGE" "$WORK/src"
 build_s=$(( $(date +%s) - start ))
 "${NICE[@]}" podman build --layers --format docker -f "$WORK/src/docker/gateway/Dockerfile" -t "$GW_IMAGE" \
   "$WORK/src/docker/gateway"
+fi
 image_mb=$(( $(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000 ))
 gw_mb=$(( $(podman image inspect --format '{{.Size}}' "$GW_IMAGE") / 1000000 ))
 echo "images: dsocr ${image_mb} MB (built in ${build_s} s), gateway ${gw_mb} MB"
@@ -89,7 +114,7 @@ echo "images: dsocr ${image_mb} MB (built in ${build_s} s), gateway ${gw_mb} MB"
 PORT="${DSOCR_CT_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 podman network create "$ID" >/dev/null
 podman volume create "$ID" >/dev/null
-export ID IMAGE GW_IMAGE PORT image_mb gw_mb build_s
+export ID IMAGE GW_IMAGE PORT image_mb gw_mb build_s T0
 export DSOCR_CT_RUN_ARGS_JOINED="${RUN_ARGS[*]}"
 "${NICE[@]}" "$PY" - <<'PY'
 import base64, io, json, os, re, subprocess, sys, threading, time
@@ -192,8 +217,10 @@ def page_png(seed):
 
 
 PAGES = [page_png(s) for s in range(4)]
+# A plain (non-streaming) request sends nothing until its page is done, which on a busy 2-core
+# machine took over 60 s for a dozen concurrent pages; a "hang" is silence for this long.
 client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="unused", max_retries=0,
-                       timeout=60.0)
+                       timeout=float(os.environ.get("DSOCR_CT_CLIENT_TIMEOUT", "300")))
 
 
 class Result:
@@ -278,7 +305,10 @@ def summary(name, results):
     counts = {}
     for r in results:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
-    log(f"{name}: {len(results)} requests, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    took = sorted(r.end - r.start for r in results if r.outcome == "ok")
+    timing = f" (ok in {took[len(took) // 2]:.1f} s median, {took[-1]:.1f} s max)" if took else ""
+    log(f"{name}: {len(results)} requests, "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + timing)
     return counts
 
 
@@ -393,6 +423,7 @@ check(len(results) > 0 and c.get("ok") == len(results), "rolling restart: zero f
 print("\ncontainer-test: images dsocr {} MB, gateway {} MB; image build {} s; run -> healthy "
       "{:.1f} s (empty cache), {:.1f} s (warm)".format(os.environ["image_mb"], os.environ["gw_mb"],
                                                         os.environ["build_s"], up_first, up_second))
+print(f"container-test: wall time {time.time() - int(os.environ['T0']):.0f} s")
 if failures:
     print("container-test: FAILED:\n  " + "\n  ".join(failures))
     sys.exit(1)
