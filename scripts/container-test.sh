@@ -10,7 +10,9 @@
 #   4. rolling    both replicas restarted one at a time (gateway drain, SIGTERM, start, healthy)
 #                 under load: zero failed requests
 # Prints the counts, image sizes and start-up times; exits non-zero on any failure. Skips (exit 0)
-# without podman.
+# without podman. The image build compiles through the host's ccache at the host checkout's path
+# (docker/Dockerfile says why), so after a host build of the same commit it only links: the whole
+# test took 764 s so, 1,966 s with a cold cache, on a loaded 2-core machine.
 #
 #   scripts/container-test.sh
 # Environment:
