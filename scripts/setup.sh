@@ -4,6 +4,10 @@
 #
 #   ./scripts/setup.sh              install (Debian packages, .venv with the pinned wheels), build
 #   ./scripts/setup.sh --no-build   install only
+#   ./scripts/setup.sh --with-container-tools
+#                                   also podman, buildah, runc and debootstrap, configured for the
+#                                   container test (scripts/container-test.sh, run by the test
+#                                   suite when podman is installed; CI passes this option)
 #
 # Environment:
 #   DSOCR_BUILD_DIR   build directory (default: build)
@@ -19,10 +23,12 @@ BUILD_DIR="${DSOCR_BUILD_DIR:-build}"
 BUILD_TYPE="${DSOCR_BUILD_TYPE:-Release}"
 JOBS="${DSOCR_JOBS:-$(nproc)}"
 DO_BUILD=1
+CONTAINER_TOOLS=0
 for arg in "$@"; do
   case "$arg" in
     --no-build) DO_BUILD=0 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --with-container-tools) CONTAINER_TOOLS=1 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -38,6 +44,11 @@ DEBIAN_PACKAGES=(
   libpoppler-cpp-dev
   clang clang-format clang-tidy libclang-rt-14-dev
 )
+# Rootful podman with runc (crun fails on cgroup v1 hosts), its network stack, buildah for the
+# image builds, debootstrap to make the base image without a registry, podman-compose for
+# docker/compose.yaml.
+CONTAINER_PACKAGES=(podman buildah runc netavark aardvark-dns debootstrap podman-compose)
+if ((CONTAINER_TOOLS)); then DEBIAN_PACKAGES+=("${CONTAINER_PACKAGES[@]}"); fi
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
@@ -55,6 +66,26 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   step "Debian packages: all present"
+fi
+
+# Settings for every podman command on this machine (the container test runs plain `podman run`):
+# runc, and ulimits above the defaults some hosts give containers (the server and HAProxy fail to
+# start under a low nofile/nproc limit). A drop-in, so the distribution's files stay untouched.
+if ((CONTAINER_TOOLS)); then
+  conf=/etc/containers/containers.conf.d/50-dsocr.conf
+  want='# Written by dsocr scripts/setup.sh --with-container-tools.
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"'
+  if [[ "$(cat "$conf" 2>/dev/null || true)" != "$want" ]]; then
+    step "Configuring podman: $conf (runc, ulimits)"
+    SUDO=""
+    [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO mkdir -p "$(dirname "$conf")"
+    printf '%s\n' "$want" | $SUDO tee "$conf" >/dev/null
+  fi
 fi
 
 # --- 2. Python virtualenv with libtorch and the test oracles ------------------------------------

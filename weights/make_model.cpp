@@ -4,6 +4,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -126,8 +129,21 @@ StatusOr<fs::path> ensure_demo_model(const fs::path& cache_dir, const fs::path& 
   if (fs::exists(dir / "config.json", ec)) return dir;
   fs::create_directories(cache_dir, ec);
   if (ec) return unavailable("cannot create " + cache_dir.string() + ": " + ec.message());
-  const fs::path tmp = cache_dir / (".demo-" + std::to_string(::getpid()));
-  fs::remove_all(tmp, ec);
+  // The scratch directory's name must be unique across every process sharing the cache, not
+  // only on this host: containers sharing a cache volume all run the server as PID 1, so a
+  // name built from the process id made replicas write into (and delete) each other's scratch
+  // directory. mkdtemp() picks a random name and creates it atomically.
+  std::string scratch = (cache_dir / ".demo-XXXXXX").string();
+  if (::mkdtemp(scratch.data()) == nullptr) {
+    return unavailable("cannot create a directory in " + cache_dir.string() + ": " +
+                       std::strerror(errno));
+  }
+  const fs::path tmp = scratch;
+  // mkdtemp() makes it owner-only; the model is shared like any other cache entry.
+  fs::permissions(tmp,
+                  fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                      fs::perms::others_read | fs::perms::others_exec,
+                  ec);
   MakeModelOptions options{.preset = "tiny",
                            .seed = 0,
                            .dtype = DType::kF32,
@@ -137,11 +153,15 @@ StatusOr<fs::path> ensure_demo_model(const fs::path& cache_dir, const fs::path& 
     fs::remove_all(tmp, ec);
     return s.with_context("making the demo model");
   }
+  // rename(2) of a directory onto a non-empty one fails, so the first complete copy to land
+  // stays in place, whole, and the losers discard theirs.
   fs::rename(tmp, dir, ec);
   if (ec) {
-    fs::remove_all(tmp, ec);  // another process won the race: use its copy
-    if (!fs::exists(dir / "config.json"))
-      return unavailable("cannot place the demo model in " + dir.string());
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    if (!fs::exists(dir / "config.json", ignored)) {
+      return unavailable("cannot place the demo model in " + dir.string() + ": " + ec.message());
+    }
   }
   return dir;
 }

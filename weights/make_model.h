@@ -44,8 +44,9 @@ using MakeModelProgress = std::function<void(uint64_t done, uint64_t total, cons
 Status make_model(const MakeModelOptions& options, const MakeModelProgress& progress = {});
 
 // The built-in "demo" model (the tiny preset, seed 0, float32) under `cache_dir`, made on first
-// use; returns its directory. Safe against concurrent first uses (made in a temporary directory,
-// then renamed into place).
+// use; returns its directory. Safe against concurrent first uses, also by processes with the same
+// PID in other containers sharing the cache: each makes it in its own randomly named scratch
+// directory, and the first complete copy renamed into place wins.
 StatusOr<std::filesystem::path> ensure_demo_model(const std::filesystem::path& cache_dir,
                                                   const std::filesystem::path& tokenizer_dir);
 
