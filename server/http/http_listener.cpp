@@ -125,7 +125,20 @@ class Connection {
   HttpRequest request;              // being handled
   std::atomic<bool>* stopping = nullptr;
   milliseconds write_timeout{60'000};
+  // The listener's count of requests not yet answered, and whether this connection's request is
+  // in it: it leaves just before its last bytes go out, so that a client that has read its answer
+  // never sees its own finished request still counted (/metrics).
+  std::atomic<size_t>* unanswered = nullptr;
+  bool counted_unanswered = false;
 };
+
+namespace {
+
+void leave_unanswered(Connection& c) {
+  if (std::exchange(c.counted_unanswered, false)) --*c.unanswered;
+}
+
+}  // namespace
 
 Exchange::Exchange(Connection* connection, HttpRequest* request)
     : connection_(connection), request_(request) {}
@@ -167,6 +180,7 @@ bool Exchange::respond(const HttpResponse& response) {
       response_head(response.status, response.content_type, response.headers, response.body.size(),
                     false, close, request_->minor_version == 0 && !close);
   if (!head_only) out += response.body;
+  leave_unanswered(*connection_);
   if (!send_all(out)) {
     state_ = State::kFailed;
     close_after_ = true;
@@ -215,6 +229,7 @@ bool Exchange::write(std::string_view data) {
 
 bool Exchange::end_stream() {
   if (state_ != State::kStreaming) return false;
+  leave_unanswered(*connection_);
   if (chunked_ && !send_all("0\r\n\r\n")) {
     state_ = State::kFailed;
     close_after_ = true;
@@ -345,6 +360,7 @@ struct HttpListener::Impl {
   std::vector<Connection*> returned;
 
   std::atomic<size_t> open{0}, in_flight{0};
+  std::atomic<size_t> unanswered{0};  // in_flight, less those whose answer is being written
   HandlerPool pool;
 
   Impl(ListenerOptions o, Hooks h)
@@ -595,6 +611,9 @@ struct HttpListener::Impl {
     c->eof_at_dispatch = c->eof;
     unwatch(c);
     ++in_flight;
+    ++unanswered;
+    c->unanswered = &unanswered;
+    c->counted_unanswered = true;
     pool.run([this, c] {
       handle(c);
       {
@@ -633,6 +652,7 @@ struct HttpListener::Impl {
     }
     for (Connection* c : back) {
       --in_flight;
+      leave_unanswered(*c);
       buffered_body_bytes -= c->reserved_body_bytes;
       c->reserved_body_bytes = 0;
       if (c->close_after || stopping) {
@@ -809,6 +829,6 @@ void HttpListener::stop() {
 }
 
 size_t HttpListener::open_connections() const { return impl_->open.load(); }
-size_t HttpListener::requests_in_flight() const { return impl_->in_flight.load(); }
+size_t HttpListener::requests_in_flight() const { return impl_->unanswered.load(); }
 
 }  // namespace dsocr::server::http

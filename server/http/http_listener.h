@@ -147,7 +147,8 @@ class HttpListener {
   // see client_gone() and their writes fail; returns once every handler thread has finished.
   void stop();
 
-  // Open client connections and requests being handled, for metrics and draining.
+  // Open client connections, and requests whose answer has not started its last write (for
+  // metrics: a client that has read its answer never finds its request still counted).
   size_t open_connections() const;
   size_t requests_in_flight() const;
 

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -29,6 +30,13 @@ inline const std::filesystem::path& tiny_model() {
     o.tokenizer_dir = dsocr::built_model_files_dir();
     Status s = weights::make_model(o, nullptr);
     if (!s.ok()) throw std::runtime_error(s.to_string());
+    // Every test case runs in its own process (ctest): without this, each left 70 MB in /tmp.
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(std::filesystem::temp_directory_path() /
+                                      ("dsocr_e2e_tiny_" + std::to_string(::getpid())),
+                                  ec);
+    });
     return d;
   }();
   return dir;
