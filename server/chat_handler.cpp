@@ -9,6 +9,7 @@
 #include "server/completion_text.h"
 #include "server/http/http_listener.h"
 #include "server/openai_errors.h"
+#include "server/sse_writer.h"
 #include "tokenizer/ocr_prompt.h"
 
 namespace dsocr::server {
@@ -32,17 +33,6 @@ std::string_view openai_finish_reason(engine::FinishReason reason) {
   return reason == engine::FinishReason::kLength ? "length" : "stop";
 }
 
-ApiError from_status(Status status) {
-  ApiError e{std::move(status), {}, {}};
-  if (e.status.code() == StatusCode::kOutOfRange &&
-      e.status.message().starts_with(engine::kContextLengthExceeded)) {
-    e.code = std::string(engine::kContextLengthExceeded);
-    e.param = "messages";
-    e.status = invalid_argument(e.status.message());
-  }
-  return e;
-}
-
 json usage_json(const engine::Usage& u, int64_t completion_tokens) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", completion_tokens},
@@ -51,34 +41,13 @@ json usage_json(const engine::Usage& u, int64_t completion_tokens) {
            {{"cached_tokens", u.cached_tokens}, {"image_tokens", u.image_tokens}}}};
 }
 
-json error_json(const ApiError& error) {
+// The SSE error event: {"error": {"message", "type", "param", "code"}}, the same object an error
+// response's body holds.
+json error_event(const ApiError& error) {
   return json::parse(openai_error_body(error.status, error.param, error.code));
 }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// Server-sent events on a chunked response: "data: <json>\n\n" events, ": keep-alive" comments
-// while nothing happens, and the closing "data: [DONE]". Every method returns false once the
-// client is gone.
-class SseWriter {
- public:
-  static constexpr std::string_view kKeepAlive = ": keep-alive\n\n";
-  explicit SseWriter(http::Exchange& exchange) : exchange_(exchange) {}
-  bool start(const http::Headers& headers) {
-    http::Headers h = headers;
-    h.emplace_back("Cache-Control", "no-cache");
-    h.emplace_back("X-Accel-Buffering", "no");  // proxies must not hold events back
-    exchange_.set_stream_probe(std::string(kKeepAlive));
-    return exchange_.begin_stream(200, "text/event-stream", h);
-  }
-  bool event(const json& j) { return exchange_.write("data: " + dump(j) + "\n\n"); }
-  bool keep_alive() { return exchange_.write(kKeepAlive); }
-  bool done() { return exchange_.write("data: [DONE]\n\n"); }
-  bool end() { return exchange_.end_stream(); }
-
- private:
-  http::Exchange& exchange_;
-};
 
 }  // namespace
 
@@ -158,13 +127,17 @@ struct ChatHandler::Call {
     return delta;
   }
 
-  // How a finished call failed: an engine error, or a cancellation nobody here asked for (the
-  // engine draining at shutdown). A stop string's own cancellation is a normal end.
+  // How a finished call failed: an engine error (by its typed reason), or a cancellation nobody
+  // here asked for (the engine draining at shutdown). A stop string's own cancellation is a
+  // normal end.
   std::optional<ApiError> failure() const {
     const engine::FinishReason reason = final_event.finish_reason;
-    if (reason == engine::FinishReason::kError) return from_status(final_event.error);
+    if (reason == engine::FinishReason::kError) {
+      return engine_failure_error(final_event.failure, final_event.error, request_id);
+    }
     if (reason == engine::FinishReason::kCancelled && !text->stopped_by_string()) {
-      return from_status(unavailable("the server is shutting down; retry"));
+      return engine_failure_error(engine::FailureReason::kShuttingDown, final_event.error,
+                                  request_id);
     }
     return std::nullopt;
   }
@@ -233,13 +206,20 @@ struct ChatHandler::Call {
     log::ScopedRequestId scoped(request_id);
     const auto& u = final_event.usage;
     const auto& t = final_event.timings;
-    handler->metrics_->observe_request({.finish_reason = result,
-                                        .queue_s = t.queue_ms / 1000,
-                                        .ttft_s = t.ttft_ms / 1000,
-                                        .e2e_s = t.total_ms / 1000,
-                                        .prepare_s = t.prepare_ms / 1000,
-                                        .encode_s = t.encode_ms / 1000,
-                                        .has_timings = finished && t.total_ms > 0});
+    const bool failed = final_event.failure != engine::FailureReason::kNone;
+    if (final_event.failure == engine::FailureReason::kStepFailed) {
+      // The client was told only that it failed; the cause is for the operator.
+      log::get("chat")->error("{}", final_event.error.message());
+    }
+    handler->metrics_->observe_request(
+        {.finish_reason = result,
+         .failure = failed ? engine::failure_reason_name(final_event.failure) : std::string_view(),
+         .queue_s = t.queue_ms / 1000,
+         .ttft_s = t.ttft_ms / 1000,
+         .e2e_s = t.total_ms / 1000,
+         .prepare_s = t.prepare_ms / 1000,
+         .encode_s = t.encode_ms / 1000,
+         .has_timings = finished && t.total_ms > 0});
     log::get("chat")->info(
         "chat {} {}: {} images, prompt {} tokens ({} image, {} cached), completion {}, "
         "ttft {:.0f} ms, {:.0f} ms total, finish {}",
@@ -290,7 +270,7 @@ void ChatHandler::run(Call& call) {
         {unavailable("the server is shutting down; retry on another replica"), {}, {}});
   }
   call.engine = state_.engine();
-  auto tokenizer = state_.tokenizer();
+  auto tokenizer = call.engine ? call.engine->tokenizer() : nullptr;
   if (!call.engine || !tokenizer || call.engine->state() != engine::EngineState::kReady) {
     return call.fail({unavailable("the model is still loading; retry shortly"), {}, {}});
   }
@@ -324,7 +304,7 @@ void ChatHandler::run(Call& call) {
         {unavailable("the server is shutting down; retry on another replica"), {}, {}});
   }
   auto submitted = call.engine->submit(std::move(g));
-  if (!submitted.ok()) return call.fail(from_status(submitted.status()));
+  if (!submitted.ok()) return call.fail({submitted.status(), {}, {}});
   call.stream = *submitted;
 
   std::vector<int32_t> end_ids = r.sampling.stop_token_ids;
@@ -343,9 +323,7 @@ void ChatHandler::run(Call& call) {
   // Usually the bare "accepted" event; an engine that sends tokens right away is served too.
   call.pending = call.take(std::move(*first));
   if (call.finished && call.final_event.finish_reason == engine::FinishReason::kError) {
-    ApiError e = from_status(call.final_event.error);
-    if (e.param.empty() && e.status.message().starts_with("image ")) e.param = "messages";
-    return call.fail(e);
+    return call.fail(*call.failure());
   }
   if (r.stream) return stream(call);
 
@@ -384,8 +362,7 @@ void ChatHandler::stream(Call& c) {
   // cancels it in the engine.
   auto left = [&] {
     if (c.exchange->server_stopping()) {  // the client is still there: tell it why it ends
-      sse.event(
-          {{"error", error_json({unavailable("the server is shutting down; retry"), {}, {}})}});
+      sse.event(error_event({unavailable("the server is shutting down; retry"), {}, {}}));
       sse.done();
       c.record("cancelled", 200);
       sse.end();
@@ -408,7 +385,7 @@ void ChatHandler::stream(Call& c) {
     delta = c.take(std::move(*e));
   }
   if (auto failed = c.failure()) {
-    sse.event({{"error", error_json(*failed)}});
+    sse.event(error_event(*failed));
     if (!sse.done()) return left();
     return c.record(
         c.final_event.finish_reason == engine::FinishReason::kError ? "error" : "cancelled", 200);

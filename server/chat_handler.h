@@ -12,7 +12,10 @@
 // The client is probed (http::Exchange::client_gone) at least every disconnect_poll_ms while
 // anything waits, and every failed write counts too. Stop strings end generation early: the
 // request is cancelled and the completion cut before them. Nothing here throws to the transport;
-// internal failures are 500s (or a mid-stream error event).
+// internal failures are 500s (or a mid-stream error event). How an engine failure is answered
+// follows its typed reason (engine_failure_error in server/openai_errors.h): a failed engine step
+// is a 500 naming the request id, or an error event when the stream has begun, and counts in
+// dsocr_request_failures_total{reason="step_failed"}.
 //
 // Thread-safety: one ChatHandler serves all handler threads concurrently; per-request state lives
 // on the handling thread.
@@ -27,7 +30,6 @@
 #include "server/chat_request.h"
 #include "server/image_fetcher.h"
 #include "server/server_metrics.h"
-#include "tokenizer/tokenizer.h"
 
 namespace dsocr::server::http {
 class Exchange;
@@ -43,10 +45,10 @@ struct ChatHandlerOptions {
   int64_t disconnect_poll_ms = 100;       // how often a waiting request probes its client
 };
 
-// What the handler needs from the running server; the engine and tokenizer appear once loaded.
+// What the handler needs from the running server. The engine appears once loaded; its tokenizer
+// (Engine::tokenizer()) turns the completion's ids into text.
 struct ServingState {
   std::function<std::shared_ptr<engine::Engine>()> engine;  // null while loading
-  std::function<std::shared_ptr<const tokenizer::Tokenizer>()> tokenizer;
   std::function<bool()> draining;
 };
 

@@ -213,22 +213,23 @@ ApiError read_sampling(const json& body, engine::SamplingParams* s) {
 }  // namespace
 
 StatusOr<std::string> ChatRequest::prompt_text() const {
-  if (task) {
-    if (!text_parts.empty()) {
-      return invalid_argument("task: give either a task or text parts in messages, not both");
-    }
-    std::string text(*tokenizer::ocr_task_prompt(*task));
-    if (images.size() != 1) {
-      // The official prompts carry one marker; more images get one marker each, in front.
-      text = text.substr(tokenizer::kImageMarker.size() + 1);
-      return tokenizer::chat_prompt_text(std::span<const std::string>(&text, 1), images.size());
-    }
+  if (task && !text_parts.empty()) {
+    return invalid_argument("task: give either a task or text parts in messages, not both");
+  }
+  // Images without any text get the document task.
+  if (task || (text_parts.empty() && !images.empty())) {
+    std::string text(*tokenizer::ocr_task_prompt(task.value_or("document")));
+    // The official prompts carry one image's marker; for other image counts the engine puts one
+    // marker per image in front of the bare instruction.
+    if (images.size() != 1) text = text.substr(tokenizer::kImageMarker.size() + 1);
     return text;
   }
-  if (text_parts.empty() && !images.empty()) {
-    return std::string(*tokenizer::ocr_task_prompt("document"));
+  std::string joined;
+  for (size_t i = 0; i < text_parts.size(); ++i) {
+    if (i) joined += "\n";
+    joined += text_parts[i];
   }
-  return tokenizer::chat_prompt_text(text_parts, images.size());
+  return joined;
 }
 
 ApiError parse_chat_request(const json& body, const ChatLimits& limits, ChatRequest* out) {

@@ -54,7 +54,10 @@ struct ChatRequest {
   // what others sent. Empty: the shared cache.
   std::string cache_salt;
 
-  // The prompt text for the engine, one "<image>" marker per image (tokenizer/ocr_prompt.h).
+  // GenerateRequest::prompt: the task's official prompt, the document prompt for images without
+  // text, or the text parts joined by newlines. The engine places the "<image>" markers (one per
+  // image, in front, unless the text already has one per image: tokenizer::chat_prompt_text) and
+  // rejects more markers than images; this only refuses a task given together with text.
   StatusOr<std::string> prompt_text() const;
 };
 

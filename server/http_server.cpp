@@ -8,35 +8,21 @@
 #include <mutex>
 #include <random>
 
-#include <nlohmann/json.hpp>
-
 #include "common/logging.h"
 #include "server/chat_handler.h"
 #include "server/http/http_listener.h"
 #include "server/openai_errors.h"
+#include "server/routes.h"
 #include "server/server_metrics.h"
 
 namespace dsocr::server {
 namespace {
 
-using json = nlohmann::json;
 using http::Exchange;
 using http::HttpRequest;
 using http::HttpResponse;
 
 bool is_quiet_route(const std::string& path) { return path == "/health" || path == "/metrics"; }
-
-HttpResponse error_response(const Status& status, std::string_view param = {},
-                            std::string_view code = {}) {
-  return server::error_response(ApiError{status, std::string(param), std::string(code)});
-}
-
-HttpResponse json_response(const json& body, int status = 200) {
-  HttpResponse r;
-  r.status = status;
-  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
-  return r;
-}
 
 }  // namespace
 
@@ -80,8 +66,7 @@ struct HttpServer::Impl {
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
   mutable std::mutex mu;
-  std::shared_ptr<engine::Engine> engine;                 // guarded by mu
-  std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // guarded by mu
+  std::shared_ptr<engine::Engine> engine;  // guarded by mu; null until the model has loaded
   std::atomic<bool> draining{false};
   ChatHandler chat;
   std::vector<Route> routes;
@@ -150,7 +135,6 @@ struct HttpServer::Impl {
 
   ServingState serving_state() {
     return {.engine = [this] { return current_engine(); },
-            .tokenizer = [this] { return current_tokenizer(); },
             .draining = [this] { return draining.load(); }};
   }
 
@@ -158,28 +142,11 @@ struct HttpServer::Impl {
     std::lock_guard lock(mu);
     return engine;
   }
-  std::shared_ptr<const tokenizer::Tokenizer> current_tokenizer() const {
-    std::lock_guard lock(mu);
-    return tokenizer;
-  }
-
-  // "ok", "loading", "draining" or "unhealthy" (with a reason).
-  std::pair<std::string, std::string> health() const {
-    std::lock_guard lock(mu);
-    if (draining) return {"draining", ""};
-    if (!engine) return {"loading", ""};
-    switch (engine->state()) {
-      case engine::EngineState::kReady:
-        return {"ok", ""};
-      case engine::EngineState::kLoading:
-        return {"loading", ""};
-      case engine::EngineState::kDraining:
-      case engine::EngineState::kStopped:
-        return {"draining", ""};
-      case engine::EngineState::kUnhealthy:
-        return {"unhealthy", "the engine failed"};
-    }
-    return {"unhealthy", ""};
+  ServingSnapshot snapshot() const {
+    return {.model = &model,
+            .started = started,
+            .engine = current_engine(),
+            .draining = draining.load()};
   }
 
   bool authorized(const HttpRequest& req) const {
@@ -266,90 +233,28 @@ struct HttpServer::Impl {
   }
 
   void add_routes() {
-    auto simple = [this](std::string method, std::string path,
-                         std::function<HttpResponse(const HttpRequest&)> fn) {
+    // A route answered by one whole response, from what the server knows when it arrives.
+    auto whole = [this](
+                     std::string method, std::string path,
+                     std::function<HttpResponse(const ServingSnapshot&, const HttpRequest&)> fn) {
       routes.push_back({std::move(method), std::move(path),
                         [this, fn = std::move(fn)](Exchange& ex, const std::string& id) {
-                          reply(ex, id, fn(ex.request()));
+                          reply(ex, id, fn(snapshot(), ex.request()));
                         }});
     };
-
-    simple("GET", "/health", [this](const HttpRequest&) {
-      auto [status, reason] = health();
-      json body = {{"status", status}, {"model", model.id}};
-      if (!reason.empty()) body["reason"] = reason;
-      HttpResponse r = json_response(body, status == "ok" ? 200 : 503);
-      if (r.status == 503) r.set_header("Retry-After", "5");
-      return r;
-    });
-
-    simple("GET", "/v1/models", [this](const HttpRequest&) {
-      json entry = {{"id", model.id},
-                    {"object", "model"},
-                    {"created", std::chrono::system_clock::to_time_t(started)},
-                    {"owned_by", "dsocr"}};
-      if (auto e = current_engine()) entry["max_model_len"] = e->max_model_len();
-      return json_response({{"object", "list"}, {"data", json::array({entry})}});
-    });
-
-    simple("GET", "/metrics", [this](const HttpRequest&) {
-      if (auto e = current_engine()) {
-        engine::EngineStats stats = e->stats();
-        server_metrics.refresh(&stats);
-      } else {
-        server_metrics.refresh(nullptr);
-      }
+    whole("GET", "/health",
+          [](const ServingSnapshot& now, const HttpRequest&) { return health_route(now); });
+    whole("GET", "/v1/models",
+          [](const ServingSnapshot& now, const HttpRequest&) { return models_route(now); });
+    whole("GET", "/metrics", [this](const ServingSnapshot& now, const HttpRequest&) {
       open_connections.set(static_cast<double>(listener->open_connections()));
       requests_in_flight.set(static_cast<double>(listener->requests_in_flight()));
-      HttpResponse r;
-      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-      r.body = metrics->render();
-      return r;
+      return metrics_route(now, &server_metrics, *metrics);
     });
-
     routes.push_back({"POST", "/v1/chat/completions",
                       [this](Exchange& ex, const std::string& id) { chat.handle(ex, id); }});
-
-    simple("POST", "/tokenize", [this](const HttpRequest& req) {
-      auto tok = current_tokenizer();
-      if (!tok) return error_response(unavailable("the model is still loading"));
-      json body = json::parse(req.body, nullptr, false);
-      if (body.is_discarded() || !body.is_object()) {
-        return error_response(invalid_argument("the body must be a JSON object"));
-      }
-      auto prompt = body.find("prompt");
-      if (prompt == body.end() || !prompt->is_string()) {
-        return error_response(invalid_argument("prompt: must be a string"), "prompt");
-      }
-      std::vector<int32_t> ids = tok->encode(prompt->get<std::string>());
-      json out = {{"tokens", ids}, {"count", ids.size()}};
-      if (auto e = current_engine()) out["max_model_len"] = e->max_model_len();
-      return json_response(out);
-    });
-
-    simple("POST", "/detokenize", [this](const HttpRequest& req) {
-      auto tok = current_tokenizer();
-      if (!tok) return error_response(unavailable("the model is still loading"));
-      json body = json::parse(req.body, nullptr, false);
-      if (body.is_discarded() || !body.is_object()) {
-        return error_response(invalid_argument("the body must be a JSON object"));
-      }
-      auto tokens = body.find("tokens");
-      if (tokens == body.end() || !tokens->is_array()) {
-        return error_response(invalid_argument("tokens: must be an array of token ids"), "tokens");
-      }
-      std::vector<int32_t> ids;
-      for (const json& t : *tokens) {
-        if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
-            t.get<int64_t>() >= tok->vocab_size()) {
-          return error_response(invalid_argument("tokens: every id must be an integer in [0, " +
-                                                 std::to_string(tok->vocab_size()) + ")"),
-                                "tokens");
-        }
-        ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
-      }
-      return json_response({{"prompt", tok->decode(ids)}});
-    });
+    whole("POST", "/tokenize", tokenize_route);
+    whole("POST", "/detokenize", detokenize_route);
   }
 };
 
@@ -368,11 +273,9 @@ void HttpServer::stop() {
   if (impl_) impl_->listener->stop();
 }
 
-void HttpServer::set_engine(std::shared_ptr<engine::Engine> engine,
-                            std::shared_ptr<const tokenizer::Tokenizer> tokenizer) {
+void HttpServer::set_engine(std::shared_ptr<engine::Engine> engine) {
   std::lock_guard lock(impl_->mu);
   impl_->engine = std::move(engine);
-  impl_->tokenizer = std::move(tokenizer);
 }
 
 void HttpServer::begin_drain() { impl_->draining = true; }

@@ -2,12 +2,12 @@
 // bounded header/body/idle times, a connection cap, pipelining, a handler thread per request).
 //
 // Routes: POST /v1/chat/completions (server/chat_handler.h), GET /v1/models, GET /health,
-// GET /metrics, POST /tokenize, POST /detokenize. Every response that is not a success has the
-// OpenAI error shape (server/openai_errors.h), unknown routes included. Handlers never let an
-// exception escape: one that does becomes a 500 with the same shape, and the server keeps serving.
-// Requests refused from their head alone (wrong API key, unknown route or method) are answered
-// before their body is read, with "Connection: close", so an unread body never poisons the
-// connection's next request.
+// GET /metrics, POST /tokenize, POST /detokenize (server/routes.h). Every response that is not a
+// success has the OpenAI error shape (server/openai_errors.h), unknown routes included. Handlers
+// never let an exception escape: one that does becomes a 500 with the same shape, and the server
+// keeps serving. Requests refused from their head alone (wrong API key, unknown route or method)
+// are answered before their body is read, with "Connection: close", so an unread body never poisons
+// the connection's next request.
 //
 // The server listens before the model has loaded: /health answers 503 "loading" (and chat 503
 // with Retry-After) until set_engine(). begin_drain() (SIGTERM) makes /health and new chat
@@ -28,15 +28,10 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "engine/engine.h"
+#include "server/routes.h"
 #include "server/server_config.h"
-#include "tokenizer/tokenizer.h"
 
 namespace dsocr::server {
-
-struct ServedModel {
-  std::string id;           // what /v1/models lists and requests must name
-  std::string description;  // where it came from, for logs and /health
-};
 
 class HttpServer {
  public:
@@ -53,9 +48,9 @@ class HttpServer {
   // Makes serve() return (or not start), whenever it is called; blocks until it has returned.
   void stop();
 
-  // The model is ready: chat requests go to `engine`, text to and from ids via `tokenizer`.
-  void set_engine(std::shared_ptr<engine::Engine> engine,
-                  std::shared_ptr<const tokenizer::Tokenizer> tokenizer);
+  // The model is ready: chat requests go to `engine`, and text to and from ids through its
+  // tokenizer (Engine::tokenizer()).
+  void set_engine(std::shared_ptr<engine::Engine> engine);
   // Stop taking chat requests (503); in-flight ones continue.
   void begin_drain();
   // Chat requests still being answered (streams included).

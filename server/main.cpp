@@ -14,31 +14,11 @@
 #include "common/version.h"
 #include "engine/device.h"
 #include "engine/engine.h"
+#include "engine/model_resolution.h"
 #include "server/http_server.h"
 #include "server/server_config.h"
-#include "tokenizer/tokenizer.h"
-#include "weights/hub_client.h"
-#include "weights/make_model.h"
-#include "weights/model_config.h"
-#include "weights/model_source.h"
 
 namespace {
-
-// Where dsocr keeps what it generates (the demo model): $DSOCR_CACHE_DIR, else
-// $XDG_CACHE_HOME/dsocr, else ~/.cache/dsocr.
-std::filesystem::path dsocr_cache_dir() {
-  if (const char* d = std::getenv("DSOCR_CACHE_DIR"); d && *d) return d;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
-    return std::filesystem::path(x) / "dsocr";
-  const char* home = std::getenv("HOME");
-  return std::filesystem::path(home && *home ? home : "/tmp") / ".cache" / "dsocr";
-}
-
-// DeepSeek-OCR-2's tokenizer and config files: $DSOCR_MODEL_FILES_DIR, else the copy in the build.
-std::filesystem::path model_files_dir() {
-  if (const char* d = std::getenv("DSOCR_MODEL_FILES_DIR"); d && *d) return d;
-  return dsocr::built_model_files_dir();
-}
 
 // Every connection is a descriptor: raise the soft limit to the hard one, and keep the connection
 // cap below what that allows (images, weights and the engine need descriptors too).
@@ -95,40 +75,29 @@ int run(int argc, char** argv) {
 
   engine::DeviceInfo devices = engine::probe_devices();
   logger->info("compute: {}", devices.summary());
-  auto device = engine::resolve_device(config->device, devices);
+  auto device = engine::resolve_device(config->engine.device, devices);
   if (!device.ok()) {
     logger->error("--device: {}", device.status().message());
     return 2;
   }
 
-  auto hub = weights::HubOptions::from_environment();
-  hub.progress = weights::terminal_progress_reporter();
-  auto source = weights::resolve_or_download_model(config->model, hub);
-  if (!source.ok()) {
-    logger->error("{}", source.status().message());
-    return 2;
+  // A model that cannot be found is a usage error (2); the demo model failing to build is not (1).
+  auto resolved = engine::resolve_model(config->engine.model);
+  if (!resolved.ok()) {
+    logger->error("{}", resolved.status().message());
+    return engine::is_demo_model(config->engine.model) ? 1 : 2;
   }
-  std::filesystem::path model_dir = source->dir;
-  if (source->kind == weights::ModelSource::Kind::kDemo) {
-    auto demo = weights::ensure_demo_model(dsocr_cache_dir(), model_files_dir());
-    if (!demo.ok()) {
-      logger->error("{}", demo.status().message());
-      return 1;
-    }
-    model_dir = *demo;
-  }
-  auto model_config = weights::ModelConfig::from_file(model_dir / "config.json");
-  if (!model_config.ok()) {
-    logger->error("{}", model_config.status().message());
+  auto shape = engine::read_model_shape(resolved->dir);
+  if (!shape.ok()) {
+    logger->error("{}", shape.status().message());
     return 2;
   }
   server::ServedModel model{
-      .id = config->served_model_name.empty() ? source->name : config->served_model_name,
-      .description = model_dir.string()};
+      .id = config->served_model_name.empty() ? resolved->name : config->served_model_name,
+      .description = resolved->dir.string()};
   logger->info("model '{}' ({}{} language layers, hidden {}) from {} on {}", model.id,
-               source->kind == weights::ModelSource::Kind::kDemo ? "demo, random weights, " : "",
-               model_config->language.num_hidden_layers, model_config->language.hidden_size,
-               model.description, *device);
+               resolved->kind == engine::ModelKind::kDemo ? "demo, random weights, " : "",
+               shape->language_layers, shape->hidden_size, model.description, *device);
 
   // Listen first, so that probes see "loading" (503) instead of a refused connection while the
   // weights load.
@@ -141,40 +110,18 @@ int run(int argc, char** argv) {
   logger->info("listening on http://{}:{} (loading the model)", config->host, http.port());
   std::thread http_thread([&] { http.serve(); });
 
-  std::shared_ptr<engine::Engine> engine;
-  {
-    auto tokenizer = tokenizer::Tokenizer::from_file(model_dir / "tokenizer.json");
-    if (!tokenizer.ok()) {
-      logger->error("{}", tokenizer.status().message());
-      http.stop();
-      http_thread.join();
-      return 2;
-    }
-    engine::EngineOptions options;
-    options.model_dir = model_dir;
-    options.device = *device;
-    options.dtype = config->dtype;
-    options.num_kv_blocks = config->num_kv_blocks;
-    options.kv_memory_fraction = config->kv_memory_fraction;
-    options.prefix_caching = config->prefix_caching;
-    options.scheduler.max_model_len = config->max_model_len;
-    options.scheduler.max_num_seqs = config->max_num_seqs;
-    options.scheduler.max_num_batched_tokens = config->max_num_batched_tokens;
-    options.vision_threads = static_cast<size_t>(config->vision_threads);
-    options.max_queued_requests = static_cast<size_t>(config->max_queued_requests);
-    options.max_pending_image_bytes = config->max_pending_image_bytes;
-    options.idle_memory_release_ms = config->idle_memory_release_ms;
-    options.torch_threads = static_cast<int>(config->torch_threads);
-    auto created = engine::Engine::create(options);
-    if (!created.ok()) {
-      logger->error("cannot start the engine: {}", created.status().message());
-      http.stop();
-      http_thread.join();
-      return 1;
-    }
-    engine = std::move(created).value();
-    http.set_engine(engine, *tokenizer);
+  // The engine loads the tokenizer too; the routes use its copy (Engine::tokenizer()).
+  engine::EngineOptions options = config->engine.to_options(resolved->dir);
+  options.device = *device;
+  auto created = engine::Engine::create(options);
+  if (!created.ok()) {
+    logger->error("cannot start the engine: {}", created.status().message());
+    http.stop();
+    http_thread.join();
+    return 1;
   }
+  std::shared_ptr<engine::Engine> engine = std::move(created).value();
+  http.set_engine(engine);
   logger->info("ready: POST http://{}:{}/v1/chat/completions with model '{}'", config->host,
                http.port(), model.id);
 

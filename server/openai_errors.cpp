@@ -2,7 +2,32 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/engine.h"
+
 namespace dsocr::server {
+
+ApiError engine_failure_error(engine::FailureReason reason, const Status& error,
+                              std::string_view request_id) {
+  using engine::FailureReason;
+  switch (reason) {
+    case FailureReason::kInvalidInput:
+      return {error, "messages", {}};
+    case FailureReason::kContextLengthExceeded:
+      return {invalid_argument(error.message()), "messages",
+              std::string(engine::kContextLengthExceeded)};
+    case FailureReason::kShuttingDown:
+      return {unavailable("the server is shutting down; retry"), {}, {}};
+    case FailureReason::kStepFailed:
+      return {internal_error("the engine failed while running request " + std::string(request_id) +
+                             "; the server keeps serving, retry it"),
+              {},
+              {}};
+    case FailureReason::kExceedsKvCache:
+    case FailureReason::kNone:
+      break;
+  }
+  return {error, {}, {}};
+}
 
 std::string_view openai_error_type(StatusCode code) {
   switch (code) {
@@ -73,6 +98,11 @@ http::HttpResponse error_response(const ApiError& error) {
   if (r.status == 429 || r.status == 503) r.set_header("Retry-After", "1");
   r.body = openai_error_body(error.status, error.param, error.code);
   return r;
+}
+
+http::HttpResponse error_response(const Status& status, std::string_view param,
+                                  std::string_view code) {
+  return error_response(ApiError{status, std::string(param), std::string(code)});
 }
 
 http::HttpResponse error_response(int http_status, std::string_view message) {

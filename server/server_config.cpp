@@ -17,7 +17,7 @@ Status in_range(const char* flag, int64_t v, int64_t lo, int64_t hi) {
 }  // namespace
 
 Status ServerConfig::validate() const {
-  if (model.empty()) return invalid_argument("--model must not be empty");
+  DSOCR_RETURN_IF_ERROR(engine.validate());
   DSOCR_RETURN_IF_ERROR(in_range("port", port, 0, 65535));
   DSOCR_RETURN_IF_ERROR(in_range("http-threads", http_threads, 1, 8192));
   DSOCR_RETURN_IF_ERROR(in_range("max-connections", max_connections, 1, 1 << 20));
@@ -35,21 +35,6 @@ Status ServerConfig::validate() const {
   DSOCR_RETURN_IF_ERROR(in_range("max-images-per-request", max_images_per_request, 1, 1024));
   DSOCR_RETURN_IF_ERROR(in_range("image-fetch-timeout", image_fetch_timeout_s, 1, 3600));
   DSOCR_RETURN_IF_ERROR(in_range("image-max-redirects", image_max_redirects, 0, 20));
-  DSOCR_RETURN_IF_ERROR(in_range("max-model-len", max_model_len, 16, 1 << 20));
-  DSOCR_RETURN_IF_ERROR(in_range("max-num-seqs", max_num_seqs, 1, 4096));
-  DSOCR_RETURN_IF_ERROR(in_range("max-num-batched-tokens", max_num_batched_tokens, 16, 1 << 20));
-  DSOCR_RETURN_IF_ERROR(in_range("max-queued-requests", max_queued_requests, 1, 1 << 20));
-  DSOCR_RETURN_IF_ERROR(in_range("max-pending-image-bytes", max_pending_image_bytes, 0, 1ll << 40));
-  DSOCR_RETURN_IF_ERROR(in_range("idle-memory-release-ms", idle_memory_release_ms, 0, 86'400'000));
-  DSOCR_RETURN_IF_ERROR(in_range("num-kv-blocks", num_kv_blocks, 0, 1 << 24));
-  DSOCR_RETURN_IF_ERROR(in_range("vision-threads", vision_threads, 1, 256));
-  DSOCR_RETURN_IF_ERROR(in_range("torch-threads", torch_threads, 0, 1024));
-  if (!(kv_memory_fraction > 0 && kv_memory_fraction <= 1)) {
-    return out_of_range("--kv-memory-fraction must be in (0, 1]");
-  }
-  if (dtype != "auto" && dtype != "float32" && dtype != "bfloat16") {
-    return invalid_argument("--dtype must be auto, float32 or bfloat16");
-  }
   DSOCR_RETURN_IF_ERROR(log::parse_format(log_format).status().with_context("--log-format"));
   return Status();
 }
@@ -58,16 +43,13 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
                                            std::string* help_text) {
   ServerConfig c;
   FlagSet flags("dsocr-server", "OpenAI-compatible inference server for DeepSeek-OCR-2.");
-  flags.add_string("model", &c.model,
-                   "model: 'demo' (built-in tiny random weights), a local directory, or a hub id "
-                   "org/name[@revision] found in the Hugging Face cache",
-                   "DSOCR_MODEL");
+  using engine::EngineFlag;
+  add_engine_flags(&flags, &c.engine, {EngineFlag::kModel}, engine::EngineFlagEnv::kWith);
   flags.add_string("served-model-name", &c.served_model_name,
                    "the model id /v1/models lists and requests name (default: the model's name)",
                    "DSOCR_SERVED_MODEL_NAME");
-  flags.add_string("device", &c.device, "auto, cpu, cuda or cuda:N", "DSOCR_DEVICE");
-  flags.add_string("dtype", &c.dtype, "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16",
-                   "DSOCR_DTYPE");
+  add_engine_flags(&flags, &c.engine, {EngineFlag::kDevice, EngineFlag::kDtype},
+                   engine::EngineFlagEnv::kWith);
   flags.add_string("host", &c.host, "address to listen on (0.0.0.0 for all)", "DSOCR_HOST");
   flags.add_int("port", &c.port, "port to listen on (0: any free port)", "DSOCR_PORT");
   flags.add_string("api-key", &c.api_key,
@@ -116,33 +98,13 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
   flags.add_string("allowed-local-media-path", &c.allowed_local_media_path,
                    "allow file:// image URLs below this directory (default: refused)",
                    "DSOCR_ALLOWED_LOCAL_MEDIA_PATH");
-  flags.add_int("max-model-len", &c.max_model_len, "context limit: prompt + output tokens",
-                "DSOCR_MAX_MODEL_LEN");
-  flags.add_int("max-num-seqs", &c.max_num_seqs, "requests in the running batch at most",
-                "DSOCR_MAX_NUM_SEQS");
-  flags.add_int("max-num-batched-tokens", &c.max_num_batched_tokens, "tokens per engine step",
-                "DSOCR_MAX_NUM_BATCHED_TOKENS");
-  flags.add_int("max-queued-requests", &c.max_queued_requests,
-                "requests waiting for image preparation before new ones get 429",
-                "DSOCR_MAX_QUEUED_REQUESTS");
-  flags.add_int("max-pending-image-bytes", &c.max_pending_image_bytes,
-                "image memory (encoded bytes, then pixels) of requests not yet running before new "
-                "ones get 429 (0: no limit)",
-                "DSOCR_MAX_PENDING_IMAGE_BYTES");
-  flags.add_int("idle-memory-release-ms", &c.idle_memory_release_ms,
-                "hand cached memory back to the system after this long idle (0: never)",
-                "DSOCR_IDLE_MEMORY_RELEASE_MS");
-  flags.add_int("num-kv-blocks", &c.num_kv_blocks, "KV-cache blocks (0: size from free memory)",
-                "DSOCR_NUM_KV_BLOCKS");
-  flags.add_double("kv-memory-fraction", &c.kv_memory_fraction,
-                   "share of the memory left after weights and activations given to KV blocks",
-                   "DSOCR_KV_MEMORY_FRACTION");
-  flags.add_bool("prefix-caching", &c.prefix_caching, "reuse KV blocks of identical prefixes",
-                 "DSOCR_PREFIX_CACHING");
-  flags.add_int("vision-threads", &c.vision_threads, "threads decoding and preprocessing images",
-                "DSOCR_VISION_THREADS");
-  flags.add_int("torch-threads", &c.torch_threads, "CPU compute threads (0: cores minus vision)",
-                "DSOCR_TORCH_THREADS");
+  add_engine_flags(
+      &flags, &c.engine,
+      {EngineFlag::kMaxModelLen, EngineFlag::kMaxNumSeqs, EngineFlag::kMaxNumBatchedTokens,
+       EngineFlag::kMaxQueuedRequests, EngineFlag::kMaxPendingImageBytes,
+       EngineFlag::kIdleMemoryReleaseMs, EngineFlag::kNumKvBlocks, EngineFlag::kKvMemoryFraction,
+       EngineFlag::kPrefixCaching, EngineFlag::kVisionThreads, EngineFlag::kTorchThreads},
+      engine::EngineFlagEnv::kWith);
   flags.add_string("log-level", &c.log_level, "trace, debug, info, warn, error, critical or off",
                    "DSOCR_LOG_LEVEL");
   flags.add_string("log-format", &c.log_format, "text or json", "DSOCR_LOG_FORMAT");

@@ -1,5 +1,7 @@
 // ServerConfig: everything dsocr-server is told at start-up, from flags and DSOCR_* environment
-// variables, validated once before anything starts.
+// variables, validated once before anything starts. The engine's flags (--model, --device, --dtype,
+// KV cache, batching, threads) are the ones `dsocr generate` and `dsocr bench` share
+// (engine/engine_flags.h); the rest is the server's own.
 //
 // Thread-safety: a plain value; built on the main thread, then read-only.
 #pragma once
@@ -8,15 +10,14 @@
 #include <string>
 
 #include "common/status.h"
+#include "engine/engine_flags.h"
 
 namespace dsocr::server {
 
 struct ServerConfig {
-  // Model and compute.
-  std::string model = "deepseek-ai/DeepSeek-OCR-2";
+  // Model, compute, KV cache, batching and threads (--model, --device, --max-model-len, ...).
+  engine::EngineFlags engine;
   std::string served_model_name;  // empty: the model's own name
-  std::string device = "auto";
-  std::string dtype = "auto";
   // HTTP.
   std::string host = "127.0.0.1";
   int64_t port = 8000;
@@ -38,18 +39,6 @@ struct ServerConfig {
   int64_t image_max_redirects = 3;
   bool allow_private_image_urls = false;
   std::string allowed_local_media_path;
-  // Engine.
-  int64_t max_model_len = 8192;
-  int64_t max_num_seqs = 64;
-  int64_t max_num_batched_tokens = 2048;
-  int64_t max_queued_requests = 256;
-  int64_t max_pending_image_bytes = 1ll << 30;  // 0: no limit (engine::EngineOptions)
-  int64_t idle_memory_release_ms = 2'000;       // 0: never
-  int64_t num_kv_blocks = 0;                    // 0: from free memory
-  double kv_memory_fraction = 0.9;
-  bool prefix_caching = true;
-  int64_t vision_threads = 1;
-  int64_t torch_threads = 0;
   // Logs.
   std::string log_level = "info";
   std::string log_format = "text";

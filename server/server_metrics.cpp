@@ -16,6 +16,11 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
                            "Chat completion requests that ended, by finish reason "
                            "(stop, length, loop, cancelled, error).",
                            {"finish_reason"})),
+      failures_(r->counter("dsocr_request_failures_total",
+                           "Chat completion requests the engine failed, by reason (invalid_input, "
+                           "context_length_exceeded, exceeds_kv_cache, shutting_down, "
+                           "step_failed).",
+                           {"reason"})),
       queue_(r->histogram("dsocr_queue_time_seconds",
                           "Time from being ready to run (prepared) to first being scheduled.", {},
                           latency_bounds())
@@ -81,12 +86,17 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
                         "Requests ended early by the repetition-loop detector.")
                  .labels({})),
       steps_(r->counter("dsocr_engine_steps_total", "Engine steps run.").labels({})),
+      step_failures_(r->counter("dsocr_engine_step_failures_total",
+                                "Engine steps that failed; their requests failed, the engine went "
+                                "on serving.")
+                         .labels({})),
       vision_seconds_(r->counter("dsocr_vision_encode_seconds_total",
                                  "Wall time spent in vision-encoder steps.")
                           .labels({})) {}
 
 void ServerMetrics::observe_request(const RequestRecord& record) {
   requests_.labels({std::string(record.finish_reason)}).inc();
+  if (!record.failure.empty()) failures_.labels({std::string(record.failure)}).inc();
   if (!record.has_timings) return;
   queue_.observe(record.queue_s);
   if (record.ttft_s > 0) ttft_.observe(record.ttft_s);
@@ -121,6 +131,7 @@ void ServerMetrics::refresh(const engine::EngineStats* stats) {
       {&preemptions_, static_cast<double>(stats->scheduler.preemptions)},
       {&loops_, static_cast<double>(stats->loops_detected)},
       {&steps_, static_cast<double>(stats->steps)},
+      {&step_failures_, static_cast<double>(stats->step_failures)},
       {&vision_seconds_, stats->vision_encode_seconds},
   }};
   std::lock_guard lock(mu_);

@@ -1,10 +1,13 @@
 """The module dependency rules, checked on the #include graph of the sources.
 
 common <- tokenizer, weights <- vision <- engine <- server: a module includes headers of its own
-and of the modules below it only. server/ and the scheduler are torch-free: nothing they include,
-directly or through other project headers, is a torch (torch/, ATen/, c10/) header. The build
-enforces the torch rule for server/ too (no torch include path there); this test says why a
-violation is one and catches it in headers the build does not compile yet.
+and of the modules below it only. The HTTP server (server/ outside server/cli/) reaches the model
+only through the engine: it includes neither vision/ nor weights/ (model resolution and the engine
+flags it shares with the CLI are engine/model_resolution.h and engine/engine_flags.h). The `dsocr`
+tool (server/cli/) may use every module below it. server/ and the scheduler are torch-free:
+nothing they include, directly or through other project headers, is a torch (torch/, ATen/, c10/)
+header. The build enforces the torch rule for server/ too (no torch include path there); this
+test says why a violation is one and catches it in headers the build does not compile yet.
 """
 import re
 
@@ -16,11 +19,15 @@ ALLOWED = {
     "weights": {"common", "weights"},
     "vision": {"common", "vision"},
     "engine": {"common", "tokenizer", "weights", "vision", "engine"},
-    # The CLI (server/cli/cli_main.cpp) reaches the torch-free vision tools directly.
-    "server": {"common", "tokenizer", "weights", "vision", "engine", "server"},
+    "server": {"common", "tokenizer", "engine", "server"},
+    # The CLI reaches the torch-free vision tools and the weights (make-model, download) directly.
+    "server/cli": {"common", "tokenizer", "weights", "vision", "engine", "server/cli"},
 }
+TOP_LEVEL = sorted({m.split("/")[0] for m in ALLOWED})
 TORCH_FREE = [re.compile(p) for p in (r"^server/", r"^engine/core/", r"^engine/engine\.h$",
                                       r"^engine/device\.h$", r"^engine/model/vision_dump\.h$",
+                                      r"^engine/engine_flags\.h$",
+                                      r"^engine/model_resolution\.h$",
                                       r"^vision/",
                                       r"^tokenizer/", r"^common/")]
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
@@ -28,9 +35,17 @@ TORCH_HEADER = re.compile(r"^(torch|ATen|c10)/")
 SOURCE_SUFFIXES = {".h", ".hpp", ".cpp", ".cc", ".cu", ".cuh"}
 
 
+def module_of(rel: str):
+    """The module a repository path belongs to, or None outside the modules."""
+    if rel.startswith("server/cli/"):
+        return "server/cli"
+    top = rel.split("/")[0]
+    return top if top in ALLOWED else None
+
+
 def sources():
-    for module in ALLOWED:
-        for path in sorted((SOURCE_DIR / module).rglob("*")):
+    for top in TOP_LEVEL:
+        for path in sorted((SOURCE_DIR / top).rglob("*")):
             if path.suffix in SOURCE_SUFFIXES:
                 yield path.relative_to(SOURCE_DIR).as_posix()
 
@@ -40,21 +55,24 @@ def includes(rel: str):
 
 
 def project_includes(rel: str):
-    return [inc for inc in includes(rel) if inc.split("/")[0] in ALLOWED
-            and (SOURCE_DIR / inc).is_file()]
+    return [inc for inc in includes(rel) if module_of(inc) and (SOURCE_DIR / inc).is_file()]
 
 
 def test_there_are_sources_to_check():
     assert len(list(sources())) >= 10
 
 
-def test_modules_include_only_downward():
+def direction_violations():
     violations = []
     for rel in sources():
-        module = rel.split("/")[0]
         for inc in project_includes(rel):
-            if inc.split("/")[0] not in ALLOWED[module]:
+            if module_of(inc) not in ALLOWED[module_of(rel)]:
                 violations.append(f"{rel} includes {inc}")
+    return violations
+
+
+def test_modules_include_only_downward():
+    violations = direction_violations()
     assert not violations, "dependency direction broken:\n" + "\n".join(violations)
 
 
@@ -67,7 +85,7 @@ def torch_path(rel: str, seen=None):
     for inc in includes(rel):
         if TORCH_HEADER.match(inc):
             return [rel, inc]
-        if (SOURCE_DIR / inc).is_file() and inc.split("/")[0] in ALLOWED:
+        if (SOURCE_DIR / inc).is_file() and module_of(inc):
             chain = torch_path(inc, seen)
             if chain:
                 return [rel] + chain
@@ -95,3 +113,21 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     monkeypatch.setattr(conftest, "SOURCE_DIR", fake)
     monkeypatch.setitem(globals(), "SOURCE_DIR", fake)
     assert torch_path("server/bad.cpp") == ["server/bad.cpp", "engine/model.h", "ATen/ATen.h"]
+
+
+def test_the_checker_keeps_vision_and_weights_out_of_the_http_server(tmp_path, monkeypatch):
+    # Guards the guard: the same includes are a violation in server/ and allowed in server/cli/.
+    import conftest
+    fake = tmp_path
+    for d in ("server/cli", "vision", "weights", "engine"):
+        (fake / d).mkdir(parents=True)
+    (fake / "vision" / "decode.h").write_text("")
+    (fake / "weights" / "hub.h").write_text("")
+    (fake / "engine" / "model_resolution.h").write_text("")
+    body = '#include "vision/decode.h"\n#include "weights/hub.h"\n'
+    (fake / "server" / "main.cpp").write_text(body + '#include "engine/model_resolution.h"\n')
+    (fake / "server" / "cli" / "tool.cpp").write_text(body)
+    monkeypatch.setattr(conftest, "SOURCE_DIR", fake)
+    monkeypatch.setitem(globals(), "SOURCE_DIR", fake)
+    assert direction_violations() == ["server/main.cpp includes vision/decode.h",
+                                      "server/main.cpp includes weights/hub.h"]

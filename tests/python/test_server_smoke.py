@@ -84,3 +84,26 @@ def test_cli_info_json():
     unknown = subprocess.run([str(BIN_DIR / "dsocr"), "frobnicate"], capture_output=True,
                              text=True, timeout=60)
     assert unknown.returncode == 2 and "unknown command" in unknown.stderr
+
+
+def test_cli_resolves_model_like_the_server(tmp_path):
+    # `dsocr generate` and `dsocr tokenize` take the server's --model values (one resolution,
+    # engine/model_resolution.h): `demo` is made on first use in the same cache.
+    env = {"PATH": "/usr/bin:/bin", "DSOCR_CACHE_DIR": str(tmp_path / "cache"),
+           "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    tok = subprocess.run([str(BIN_DIR / "dsocr"), "tokenize", "--model", "demo"],
+                         input='"Free OCR."\n', capture_output=True, text=True, timeout=60, env=env)
+    assert tok.returncode == 0, tok.stderr
+    assert json.loads(tok.stdout) and all(isinstance(i, int) for i in json.loads(tok.stdout))
+    assert not (tmp_path / "cache").exists()  # a tokenizer needs no weights: nothing was made
+    gen = subprocess.run([str(BIN_DIR / "dsocr"), "generate", "--model", "demo", "--prompt",
+                          "Free OCR.", "--max-tokens", "3", "--json"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert gen.returncode == 0, gen.stderr
+    out = json.loads(gen.stdout)
+    assert len(out["ids"]) <= 3 and out["prompt_ids"]
+    assert (tmp_path / "cache" / "demo-tiny-seed0-f32-v1" / "config.json").is_file()
+    # An uncached hub id offline fails the same way the server's does, pointing at demo.
+    missing = subprocess.run([str(BIN_DIR / "dsocr"), "generate", "--model", "org/none",
+                              "--prompt", "x"], capture_output=True, text=True, timeout=60, env=env)
+    assert missing.returncode == 1 and "--model demo" in missing.stderr

@@ -49,7 +49,8 @@ struct ChatServer {
     }
     server = std::make_unique<HttpServer>(config, ServedModel{.id = "ocr"}, &metrics);
     REQUIRE(server->bind().ok());
-    server->set_engine(engine, shared_tokenizer());
+    engine->tok = shared_tokenizer();
+    server->set_engine(engine);
     thread = std::thread([this] { server->serve(); });
   }
   ~ChatServer() {
@@ -285,8 +286,10 @@ TEST_CASE("chat: engine refusals map to 400 / 429 / 503", "[chat]") {
   s.reply_with("ok");
   s.engine->prepare_error =
       Status(StatusCode::kOutOfRange, std::string(engine::kContextLengthExceeded) + ": too long");
+  s.engine->prepare_failure = engine::FailureReason::kContextLengthExceeded;
   check_error(s.chat(basic_request()), 400, "messages", "context_length_exceeded");
   s.engine->prepare_error = invalid_argument("image 1: not an image (unknown format)");
+  s.engine->prepare_failure = engine::FailureReason::kInvalidInput;
   check_error(s.chat(basic_request()), 400, "messages");
   s.engine->prepare_error = Status();
 
@@ -425,6 +428,79 @@ TEST_CASE("chat: metrics and tokenize endpoints", "[chat]") {
   CHECK(json::parse(detok->body)["prompt"] == "Free OCR.");
   check_error(c.Post("/detokenize", R"({"tokens":[-1]})", "application/json"), 400, "tokens");
   check_error(c.Post("/tokenize", R"({"prompt":5})", "application/json"), 400, "prompt");
+}
+
+TEST_CASE("chat: engine failures are classified by their typed reason, not their text", "[chat]") {
+  ChatServer s;
+  s.reply_with("ok");
+  // A message that reads like a context overflow but is an image error: no code.
+  s.engine->prepare_error = invalid_argument(std::string(engine::kContextLengthExceeded) + " x");
+  s.engine->prepare_failure = engine::FailureReason::kInvalidInput;
+  auto invalid = s.chat(basic_request());
+  check_error(invalid, 400, "messages");
+  CHECK(json::parse(invalid->body)["error"]["code"].is_null());
+  // A context overflow whose message says nothing of it: still the OpenAI code.
+  s.engine->prepare_error = Status(StatusCode::kOutOfRange, "prompt too long");
+  s.engine->prepare_failure = engine::FailureReason::kContextLengthExceeded;
+  check_error(s.chat(basic_request()), 400, "messages", "context_length_exceeded");
+  // A bad input whose message does not start with "image ": the field is still named.
+  s.engine->prepare_error = invalid_argument("the text has 2 <image> markers but 0 images");
+  s.engine->prepare_failure = engine::FailureReason::kInvalidInput;
+  check_error(s.chat(basic_request()), 400, "messages");
+}
+
+// The metric line `name value`'s value (0 when the line is absent).
+double metric_value(ChatServer& s, const std::string& name) {
+  auto m = s.client().Get("/metrics");
+  REQUIRE(m);
+  const size_t at = m->body.find("\n" + name + " ");
+  return at == std::string::npos ? 0 : std::stod(m->body.substr(at + name.size() + 2));
+}
+
+TEST_CASE("chat: a failed engine step is a 500 naming the request, counted, and serving goes on",
+          "[chat]") {
+  ChatServer s;
+  s.reply_with("one two three four five");
+  s.engine->fail_step_at = 2;  // two tokens out, then the step throws
+  SECTION("non-streaming: 500 server_error with the request id") {
+    auto res = s.chat(basic_request(), {{"X-Request-Id", "req-step-1"}});
+    check_error(res, 500, "");
+    json error = json::parse(res->body)["error"];
+    CHECK(error["type"] == "server_error");
+    CHECK(error["message"].get<std::string>().find("req-step-1") != std::string::npos);
+    // The exception's text stays in the log.
+    CHECK(error["message"].get<std::string>().find("injected") == std::string::npos);
+    CHECK(res->get_header_value("X-Request-Id") == "req-step-1");
+  }
+  SECTION("streaming: the tokens so far, then an error event and [DONE]") {
+    auto res = s.chat(basic_request({{"stream", true}}), {{"X-Request-Id", "req-step-2"}});
+    REQUIRE(res);
+    REQUIRE(res->status == 200);  // the stream had begun
+    auto events = sse_data(res->body);
+    REQUIRE(events.size() >= 2);
+    CHECK(events.back() == "[DONE]");
+    json last = json::parse(events[events.size() - 2]);
+    REQUIRE(last.contains("error"));
+    CHECK(last["error"]["type"] == "server_error");
+    CHECK(last["error"]["message"].get<std::string>().find("req-step-2") != std::string::npos);
+    std::string text;
+    for (size_t i = 0; i + 2 < events.size(); ++i) {
+      json c = json::parse(events[i]);
+      CHECK(c["choices"][0]["finish_reason"].is_null());  // no chunk claims a normal end
+      if (c["choices"][0]["delta"].contains("content")) text += c["choices"][0]["delta"]["content"];
+    }
+    CHECK(text == "one two");
+  }
+  CHECK(s.engine->step_failures == 1);
+  CHECK(metric_value(s, "dsocr_request_failures_total{reason=\"step_failed\"}") == 1);
+  CHECK(metric_value(s, "dsocr_requests_total{finish_reason=\"error\"}") == 1);
+  CHECK(metric_value(s, "dsocr_engine_step_failures_total") == 1);
+  // The server keeps serving.
+  s.engine->fail_step_at = -1;
+  auto ok = s.chat(basic_request());
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(json::parse(ok->body)["choices"][0]["message"]["content"] == "one two three four five");
 }
 
 TEST_CASE("ServerMetrics turns engine totals into counters that never go backwards", "[chat]") {

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/chat_request.h"
+#include "tokenizer/ocr_prompt.h"
 
 namespace dsocr::server {
 namespace {
@@ -10,6 +11,17 @@ namespace {
 using json = nlohmann::json;
 
 ApiError parse(const json& body, ChatRequest* out) { return parse_chat_request(body, {}, out); }
+
+// The prompt text the model sees: what the server sends (GenerateRequest::prompt) with the image
+// markers placed as the engine places them (engine/request_preparer.cpp).
+std::string model_prompt(const ChatRequest& r) {
+  auto prompt = r.prompt_text();
+  REQUIRE(prompt.ok());
+  auto text =
+      tokenizer::chat_prompt_text(std::span<const std::string>(&*prompt, 1), r.images.size());
+  REQUIRE(text.ok());
+  return *text;
+}
 
 TEST_CASE("parse_chat_request: fields reach the sampling parameters", "[chat]") {
   json body = json::parse(R"({
@@ -50,7 +62,7 @@ TEST_CASE("parse_chat_request: fields reach the sampling parameters", "[chat]") 
   REQUIRE(r.images.size() == 2);
   CHECK(r.images[0].url == "data:a");
   CHECK(r.images[1].param == "messages[1].content[2].image_url.url");
-  CHECK(*r.prompt_text() == "<image><image>\nsys\none");
+  CHECK(model_prompt(r) == "<image><image>\nsys\none");
 }
 
 TEST_CASE("parse_chat_request: OCR defaults", "[chat]") {
@@ -63,11 +75,11 @@ TEST_CASE("parse_chat_request: OCR defaults", "[chat]") {
   CHECK(r.sampling.ngram_size == 20);
   CHECK(r.sampling.ngram_window == 90);
   CHECK_FALSE(r.skip_special_tokens);
-  CHECK(*r.prompt_text() == "<image>\n<|grounding|>Convert the document to markdown.");
+  CHECK(model_prompt(r) == "<image>\n<|grounding|>Convert the document to markdown.");
   r.task = "free";
-  CHECK(*r.prompt_text() == "<image>\nFree OCR.");
+  CHECK(model_prompt(r) == "<image>\nFree OCR.");
   r.images.push_back(r.images[0]);
-  CHECK(*r.prompt_text() == "<image><image>\nFree OCR.");
+  CHECK(model_prompt(r) == "<image><image>\nFree OCR.");
   // Markers in the text are used as given.
   ChatRequest m;
   REQUIRE(parse(json::parse(R"({"model":"m","messages":[{"role":"user","content":[
@@ -75,7 +87,28 @@ TEST_CASE("parse_chat_request: OCR defaults", "[chat]") {
       {"type":"image_url","image_url":{"url":"data:x"}}]}]})"),
                 &m)
               .ok());
-  CHECK(*m.prompt_text() == "<image>\nParse the figure.");
+  CHECK(model_prompt(m) == "<image>\nParse the figure.");
+}
+
+TEST_CASE("prompt_text: the server places no image markers; the engine does", "[chat]") {
+  ChatRequest r;
+  REQUIRE(parse(json::parse(R"({"model":"m","messages":[{"role":"user","content":[
+      {"type":"text","text":"a"},{"type":"text","text":"b"},
+      {"type":"image_url","image_url":{"url":"data:x"}}]}]})"),
+                &r)
+              .ok());
+  CHECK(*r.prompt_text() == "a\nb");  // joined as chat_prompt_text joins them, no marker
+  CHECK(model_prompt(r) == "<image>\na\nb");
+  // Two pages without text get the document prompt with a marker for each page (the official
+  // prompt's single marker is not left in to clash with them).
+  r.text_parts.clear();
+  r.images.push_back(r.images[0]);
+  CHECK(*r.prompt_text() == "<|grounding|>Convert the document to markdown.");
+  CHECK(model_prompt(r) == "<image><image>\n<|grounding|>Convert the document to markdown.");
+  // A task together with text is the one thing refused here.
+  r.task = "free";
+  r.text_parts = {"x"};
+  CHECK_FALSE(r.prompt_text().ok());
 }
 
 TEST_CASE("parse_chat_request: every bad field is named", "[chat]") {

@@ -1,8 +1,9 @@
 // FakeEngine: an engine::Engine that replies with a scripted token sequence, for testing the HTTP
 // layer without a model. Each request gets the "accepted" event, then one event per token spaced
 // by token_delay, then a final event with usage, like the real engine; cancel() ends it with
-// kCancelled. Knobs make submit fail (queue full, not ready) or make preparation fail. Its streams
-// are the engine's own RequestStream.
+// kCancelled. Knobs make submit fail (queue full, not ready), make preparation fail, or make the
+// engine step that would produce a given token fail (kStepFailed, as a model that throws). Its
+// streams are the engine's own RequestStream; its tokenizer() is whatever the test sets.
 #pragma once
 
 #include <atomic>
@@ -24,11 +25,16 @@ class FakeEngine : public engine::Engine {
   Status submit_error;   // returned by submit() when set
   Status prepare_error;  // sent as the first (final) event when set
   engine::FailureReason prepare_failure = engine::FailureReason::kInvalidInput;  // with it
+  // >= 0: the step that would produce token number fail_step_at (0-based) fails instead, after
+  // the accepted event and the tokens before it; the final event carries step_error.
+  int64_t fail_step_at = -1;
+  Status step_error = internal_error("engine step failed: injected fault");
+  std::shared_ptr<const tokenizer::Tokenizer> tok;  // what tokenizer() returns
   int64_t prompt_tokens = 300, image_tokens = 257, cached_tokens = 16;
   std::atomic<engine::EngineState> engine_state{engine::EngineState::kReady};
 
   // What happened.
-  std::atomic<int> submitted{0}, cancelled{0}, finished{0}, live{0};
+  std::atomic<int> submitted{0}, cancelled{0}, finished{0}, live{0}, step_failures{0};
   std::mutex mu;
   std::vector<engine::GenerateRequest> requests;  // guarded by mu
 
@@ -53,24 +59,26 @@ class FakeEngine : public engine::Engine {
     s.state = engine_state;
     s.scheduler.running = live;
     s.requests_cancelled = static_cast<uint64_t>(cancelled.load());
+    s.step_failures = static_cast<uint64_t>(step_failures.load());
     return s;
   }
   void drain(std::chrono::milliseconds) override {}
   int64_t max_model_len() const override { return 8192; }
   std::string detokenize(const std::vector<int32_t>&) const override { return {}; }
   std::vector<int32_t> tokenize(const std::string&) const override { return {}; }
-  std::shared_ptr<const tokenizer::Tokenizer> tokenizer() const override { return nullptr; }
+  std::shared_ptr<const tokenizer::Tokenizer> tokenizer() const override { return tok; }
 
  private:
   void produce(const std::shared_ptr<engine::RequestStream>& stream) {
     ++live;
+    bool step_failed = false;
     auto final_event = [&](engine::FinishReason reason, int64_t produced) {
       engine::StreamEvent e;
       e.finished = true;
       e.finish_reason = reason;
       if (reason == engine::FinishReason::kError) {
-        e.error = prepare_error;
-        e.failure = prepare_failure;
+        e.error = step_failed ? step_error : prepare_error;
+        e.failure = step_failed ? engine::FailureReason::kStepFailed : prepare_failure;
       }
       e.usage = {prompt_tokens, image_tokens, cached_tokens, produced};
       e.timings = {.queue_ms = 1, .prepare_ms = 2, .ttft_ms = 3, .total_ms = 4, .encode_ms = 1};
@@ -90,6 +98,11 @@ class FakeEngine : public engine::Engine {
       if (stream->cancelled()) {
         ++cancelled;
         return final_event(engine::FinishReason::kCancelled, produced);
+      }
+      if (produced == fail_step_at) {
+        step_failed = true;
+        ++step_failures;
+        return final_event(engine::FinishReason::kError, produced);
       }
       engine::StreamEvent e;
       e.token_ids = {id};

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/flags.h"
+#include "engine/engine_flags.h"
 #include "server/openai_errors.h"
 
 namespace dsocr::server {
@@ -157,6 +159,76 @@ TEST_CASE("HTTP: /metrics counts open connections and requests in flight", "[htt
   // This scrape is in flight itself, and two connections are open (the idle one and this one).
   CHECK(metrics->body.find("dsocr_http_requests_in_flight 1") != std::string::npos);
   CHECK(metrics->body.find("dsocr_http_open_connections 2") != std::string::npos);
+}
+
+// The engine flags: one table (engine/engine_flags.h) that the server and the CLI register.
+StatusOr<ServerConfig> parse_args(std::vector<const char*> args) {
+  args.insert(args.begin(), "dsocr-server");
+  std::string help;
+  return parse_server_config(static_cast<int>(args.size()), args.data(), &help);
+}
+
+TEST_CASE("ServerConfig: engine flags and DSOCR_* variables reach EngineOptions", "[http]") {
+  setenv("DSOCR_MAX_NUM_SEQS", "7", 1);
+  auto c = parse_args({"--model", "demo", "--max-model-len", "4096", "--no-prefix-caching",
+                       "--num-kv-blocks", "99", "--dtype", "float32", "--vision-threads", "3"});
+  unsetenv("DSOCR_MAX_NUM_SEQS");
+  REQUIRE(c.ok());
+  CHECK(c->engine.model == "demo");
+  engine::EngineOptions o = c->engine.to_options("/models/m");
+  CHECK(o.model_dir == "/models/m");
+  CHECK(o.scheduler.max_model_len == 4096);
+  CHECK(o.scheduler.max_num_seqs == 7);  // from the environment
+  CHECK_FALSE(o.prefix_caching);
+  CHECK(o.num_kv_blocks == 99);
+  CHECK(o.dtype == "float32");
+  CHECK(o.vision_threads == 3);
+  // Flags left alone give EngineOptions' own defaults.
+  const engine::EngineOptions defaults;
+  const engine::EngineOptions from_flags = engine::EngineFlags{}.to_options("/m");
+  CHECK(from_flags.device == defaults.device);
+  CHECK(from_flags.dtype == defaults.dtype);
+  CHECK(from_flags.num_kv_blocks == defaults.num_kv_blocks);
+  CHECK(from_flags.kv_memory_fraction == defaults.kv_memory_fraction);
+  CHECK(from_flags.prefix_caching == defaults.prefix_caching);
+  CHECK(from_flags.scheduler.max_model_len == defaults.scheduler.max_model_len);
+  CHECK(from_flags.scheduler.max_num_seqs == defaults.scheduler.max_num_seqs);
+  CHECK(from_flags.scheduler.max_num_batched_tokens == defaults.scheduler.max_num_batched_tokens);
+  CHECK(from_flags.vision_threads == defaults.vision_threads);
+  CHECK(from_flags.max_queued_requests == defaults.max_queued_requests);
+  CHECK(from_flags.max_pending_image_bytes == defaults.max_pending_image_bytes);
+  CHECK(from_flags.idle_memory_release_ms == defaults.idle_memory_release_ms);
+  CHECK(from_flags.torch_threads == defaults.torch_threads);
+  // The default model and the range errors, which name the flag.
+  CHECK(parse_args({})->engine.model == "deepseek-ai/DeepSeek-OCR-2");
+  CHECK(parse_args({"--max-model-len", "4"}).status().message() ==
+        "--max-model-len must be in 16..1048576, got 4");
+  CHECK(parse_args({"--dtype", "fp16"}).status().message() ==
+        "--dtype must be auto, float32 or bfloat16");
+  CHECK(parse_args({"--kv-memory-fraction", "0"}).status().code() == StatusCode::kOutOfRange);
+}
+
+TEST_CASE("Engine flags: a command picks flags, help and whether the environment counts",
+          "[http]") {
+  using engine::EngineFlag;
+  FlagSet flags("dsocr generate", "");
+  engine::EngineFlags values;
+  values.model.clear();
+  engine::add_engine_flags(&flags, &values,
+                           {EngineFlag::kModel, {EngineFlag::kNumKvBlocks, "own meaning of 0"}},
+                           engine::EngineFlagEnv::kWithout);
+  setenv("DSOCR_NUM_KV_BLOCKS", "5", 1);
+  const char* argv[] = {"dsocr", "generate", "--model", "demo"};
+  Status parsed = flags.parse(4, argv, 2);
+  unsetenv("DSOCR_NUM_KV_BLOCKS");
+  REQUIRE(parsed.ok());
+  CHECK(values.model == "demo");
+  CHECK(values.num_kv_blocks == 0);  // a server's environment does not reach one-shot commands
+  const std::string usage = flags.usage();
+  CHECK(usage.find("own meaning of 0") != std::string::npos);
+  CHECK(usage.find("--max-model-len") == std::string::npos);  // only what was registered
+  const char* other[] = {"dsocr", "generate", "--max-model-len", "9"};
+  CHECK_FALSE(flags.parse(4, other, 2).ok());
 }
 
 }  // namespace
