@@ -225,9 +225,9 @@ def test_container_test_build_args_are_the_dockerfiles():
     assert passed <= declared
 
 
-def test_ci_installs_and_configures_the_container_tools():
+def test_setup_installs_and_configures_the_container_tools():
     ci = (SOURCE_DIR / ".ci" / "run").read_text()
-    assert re.search(r"^\./scripts/setup\.sh --with-container-tools\b", ci, re.M)
+    assert re.search(r"^\./scripts/setup\.sh\b", ci, re.M)
     assert re.search(r"^\./scripts/test\.sh\b", ci, re.M)
     setup = (SOURCE_DIR / "scripts" / "setup.sh").read_text()
     packages = re.search(r"^CONTAINER_PACKAGES=\(([^)]*)\)", setup, re.M).group(1).split()
@@ -236,8 +236,11 @@ def test_ci_installs_and_configures_the_container_tools():
     assert 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]' in setup
 
 
-@pytest.mark.skipif(not shutil.which("podman"), reason="podman not installed")
-def test_the_suite_runs_the_container_test_where_podman_is_installed():
+def test_the_container_test_is_registered_only_on_request():
+    # Opt-in until a CI run has carried it (tests/CMakeLists.txt): registered with
+    # -DDSOCR_CONTAINER_TESTS=ON where podman is installed, never by default.
+    cache = (BUILD_DIR / "CMakeCache.txt").read_text()
+    wanted = "DSOCR_CONTAINER_TESTS:BOOL=ON" in cache and shutil.which("podman")
     listed = subprocess.run(["ctest", "--test-dir", str(BUILD_DIR), "-N", "-R", "^container_test$"],
                             capture_output=True, text=True, check=True).stdout
-    assert "Total Tests: 1" in listed, listed
+    assert ("Total Tests: 1" in listed) == bool(wanted), listed
