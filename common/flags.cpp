@@ -191,4 +191,12 @@ std::string FlagSet::usage() const {
   return out.str();
 }
 
+Status check_flag_range(const char* flag, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return out_of_range(std::string("--") + flag + " must be in " + std::to_string(lo) + ".." +
+                        std::to_string(hi) + ", got " + std::to_string(v));
+  }
+  return Status();
+}
+
 }  // namespace dsocr

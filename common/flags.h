@@ -69,5 +69,7 @@ class FlagSet {
 StatusOr<int64_t> parse_int64(std::string_view text);
 StatusOr<double> parse_double(std::string_view text);
 StatusOr<bool> parse_bool(std::string_view text);
+// kOutOfRange naming the flag ("--name must be in lo..hi, got v") unless lo <= v <= hi.
+Status check_flag_range(const char* flag, int64_t v, int64_t lo, int64_t hi);
 
 }  // namespace dsocr

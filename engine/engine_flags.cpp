@@ -5,13 +5,6 @@
 namespace dsocr::engine {
 namespace {
 
-Status in_range(const char* flag, int64_t v, int64_t lo, int64_t hi) {
-  if (v < lo || v > hi) {
-    return out_of_range(std::string("--") + flag + " must be in " + std::to_string(lo) + ".." +
-                        std::to_string(hi) + ", got " + std::to_string(v));
-  }
-  return Status();
-}
 
 void add_one(FlagSet* flags, EngineFlags* v, EngineFlag flag, std::string_view help_override,
              bool with_env) {
@@ -94,15 +87,15 @@ void add_engine_flags(FlagSet* flags, EngineFlags* values, std::initializer_list
 
 Status EngineFlags::validate() const {
   if (model.empty()) return invalid_argument("--model must not be empty");
-  DSOCR_RETURN_IF_ERROR(in_range("max-model-len", max_model_len, 16, 1 << 20));
-  DSOCR_RETURN_IF_ERROR(in_range("max-num-seqs", max_num_seqs, 1, 4096));
-  DSOCR_RETURN_IF_ERROR(in_range("max-num-batched-tokens", max_num_batched_tokens, 16, 1 << 20));
-  DSOCR_RETURN_IF_ERROR(in_range("max-queued-requests", max_queued_requests, 1, 1 << 20));
-  DSOCR_RETURN_IF_ERROR(in_range("max-pending-image-bytes", max_pending_image_bytes, 0, 1ll << 40));
-  DSOCR_RETURN_IF_ERROR(in_range("idle-memory-release-ms", idle_memory_release_ms, 0, 86'400'000));
-  DSOCR_RETURN_IF_ERROR(in_range("num-kv-blocks", num_kv_blocks, 0, 1 << 24));
-  DSOCR_RETURN_IF_ERROR(in_range("vision-threads", vision_threads, 1, 256));
-  DSOCR_RETURN_IF_ERROR(in_range("torch-threads", torch_threads, 0, 1024));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-model-len", max_model_len, 16, 1 << 20));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-num-seqs", max_num_seqs, 1, 4096));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-num-batched-tokens", max_num_batched_tokens, 16, 1 << 20));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-queued-requests", max_queued_requests, 1, 1 << 20));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-pending-image-bytes", max_pending_image_bytes, 0, 1ll << 40));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("idle-memory-release-ms", idle_memory_release_ms, 0, 86'400'000));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("num-kv-blocks", num_kv_blocks, 0, 1 << 24));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("vision-threads", vision_threads, 1, 256));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("torch-threads", torch_threads, 0, 1024));
   if (!(kv_memory_fraction > 0 && kv_memory_fraction <= 1)) {
     return out_of_range("--kv-memory-fraction must be in (0, 1]");
   }

@@ -6,35 +6,28 @@
 namespace dsocr::server {
 namespace {
 
-Status in_range(const char* flag, int64_t v, int64_t lo, int64_t hi) {
-  if (v < lo || v > hi) {
-    return out_of_range(std::string("--") + flag + " must be in " + std::to_string(lo) + ".." +
-                        std::to_string(hi) + ", got " + std::to_string(v));
-  }
-  return Status();
-}
 
 }  // namespace
 
 Status ServerConfig::validate() const {
   DSOCR_RETURN_IF_ERROR(engine.validate());
-  DSOCR_RETURN_IF_ERROR(in_range("port", port, 0, 65535));
-  DSOCR_RETURN_IF_ERROR(in_range("http-threads", http_threads, 1, 8192));
-  DSOCR_RETURN_IF_ERROR(in_range("max-connections", max_connections, 1, 1 << 20));
-  DSOCR_RETURN_IF_ERROR(in_range("header-timeout", header_timeout_s, 1, 3600));
-  DSOCR_RETURN_IF_ERROR(in_range("body-timeout", body_timeout_s, 1, 86'400));
-  DSOCR_RETURN_IF_ERROR(in_range("idle-timeout", idle_timeout_s, 1, 86'400));
-  DSOCR_RETURN_IF_ERROR(in_range("write-timeout", write_timeout_s, 1, 86'400));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("port", port, 0, 65535));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("http-threads", http_threads, 1, 8192));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-connections", max_connections, 1, 1 << 20));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("header-timeout", header_timeout_s, 1, 3600));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("body-timeout", body_timeout_s, 1, 86'400));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("idle-timeout", idle_timeout_s, 1, 86'400));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("write-timeout", write_timeout_s, 1, 86'400));
   DSOCR_RETURN_IF_ERROR(
-      in_range("max-buffered-body-bytes", max_buffered_body_bytes, 1024, 1ll << 40));
+      check_flag_range("max-buffered-body-bytes", max_buffered_body_bytes, 1024, 1ll << 40));
 
-  DSOCR_RETURN_IF_ERROR(in_range("max-body-bytes", max_body_bytes, 1024, 1ll << 34));
-  DSOCR_RETURN_IF_ERROR(in_range("keepalive-interval-ms", keepalive_interval_ms, 10, 600'000));
-  DSOCR_RETURN_IF_ERROR(in_range("drain-timeout", drain_timeout_s, 0, 86'400));
-  DSOCR_RETURN_IF_ERROR(in_range("max-image-bytes", max_image_bytes, 1024, 1ll << 31));
-  DSOCR_RETURN_IF_ERROR(in_range("max-images-per-request", max_images_per_request, 1, 1024));
-  DSOCR_RETURN_IF_ERROR(in_range("image-fetch-timeout", image_fetch_timeout_s, 1, 3600));
-  DSOCR_RETURN_IF_ERROR(in_range("image-max-redirects", image_max_redirects, 0, 20));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-body-bytes", max_body_bytes, 1024, 1ll << 34));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("keepalive-interval-ms", keepalive_interval_ms, 10, 600'000));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("drain-timeout", drain_timeout_s, 0, 86'400));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-image-bytes", max_image_bytes, 1024, 1ll << 31));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-images-per-request", max_images_per_request, 1, 1024));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("image-fetch-timeout", image_fetch_timeout_s, 1, 3600));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("image-max-redirects", image_max_redirects, 0, 20));
   DSOCR_RETURN_IF_ERROR(log::parse_format(log_format).status().with_context("--log-format"));
   return Status();
 }
