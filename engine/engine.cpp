@@ -182,7 +182,7 @@ StatusOr<std::shared_ptr<RequestStream>> EngineImpl::submit(GenerateRequest requ
                   std::string("engine is ") + std::string(engine_state_name(state_.load())));
   DSOCR_RETURN_IF_ERROR(request.sampling.validate());
   int64_t charge = 0;
-  for (const std::string& image : request.images) charge += pending_image_bytes(image.size());
+  for (const ImageSource& image : request.images) charge += pending_image_bytes(image);
   if (!budget_.try_charge(charge))
     return resource_exhausted("too much image data is waiting to be processed (" +
                               std::to_string(budget_.used() >> 20) + " of " +
@@ -547,6 +547,13 @@ int64_t pending_image_bytes(size_t encoded_bytes) {
        int64_t{vision::kGlobalViewSize} * vision::kGlobalViewSize) *
       3;
   return static_cast<int64_t>(encoded_bytes) + kMostPixelBytes;
+}
+
+int64_t pending_image_bytes(const ImageSource& image) {
+  if (!image.document) return pending_image_bytes(image.encoded.size());
+  const DocumentPage* page = image.document->page(image.page_number);
+  const int64_t rendered = page ? int64_t{page->width} * page->height * 3 : 0;
+  return pending_image_bytes(static_cast<size_t>(rendered));
 }
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {

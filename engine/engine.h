@@ -50,6 +50,7 @@
 #include "common/status.h"
 #include "engine/core/batching.h"
 #include "engine/core/sampling_params.h"
+#include "engine/document.h"
 #include "engine/request_stream.h"
 #include "tokenizer/tokenizer.h"
 
@@ -89,11 +90,11 @@ enum class EngineState { kLoading, kReady, kDraining, kUnhealthy, kStopped };
 std::string_view engine_state_name(EngineState state);
 
 // One request: the prompt text with one "<image>" marker per image (or none: markers are
-// prepended, see tokenizer/ocr_prompt.h) and the encoded image bytes, in order.
+// prepended, see tokenizer/ocr_prompt.h) and the images (encoded bytes or PDF pages), in order.
 struct GenerateRequest {
   std::string request_id;
   std::string prompt;
-  std::vector<std::string> images;
+  std::vector<ImageSource> images;
   SamplingParams sampling;
   bool return_logits = false;  // debugging: each token event carries the raw logits it came from
   // Prefix-cache isolation: requests share KV blocks (and cached_tokens, image encodings) only
@@ -101,8 +102,10 @@ struct GenerateRequest {
   std::string cache_salt;
 };
 
-// What one image of `encoded_bytes` is charged against max_pending_image_bytes at submit.
+// What one image is charged against max_pending_image_bytes at submit: its encoded bytes (or a
+// PDF page's rendered pixels) plus the most pixels preprocessing can make of it.
 int64_t pending_image_bytes(size_t encoded_bytes);
+int64_t pending_image_bytes(const ImageSource& image);
 
 struct EngineStats {
   EngineState state = EngineState::kLoading;

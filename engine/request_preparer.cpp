@@ -32,6 +32,13 @@ StreamEvent error_event(Status status, FailureReason failure) {
 
 namespace {
 
+// An encoded image is decoded (EXIF applied); a PDF page is rendered at 144 dpi.
+StatusOr<vision::PreprocessedImage> decode_and_preprocess(const ImageSource& source) {
+  if (!source.document) return vision::decode_and_preprocess(source.encoded, {});
+  DSOCR_ASSIGN_OR_RETURN(vision::RgbImage page, source.document->render(source.page_number));
+  return vision::preprocess(page);
+}
+
 int64_t pixel_bytes(const vision::PreprocessedImage& image) {
   int64_t n = static_cast<int64_t>(image.global_view.pixels.size());
   for (const auto& tile : image.tiles) n += static_cast<int64_t>(tile.pixels.size());
@@ -77,12 +84,12 @@ void RequestPreparer::prepare(const std::shared_ptr<Request>& record) {
     // Between images: a cancel (or drain) ends the request here, not after all of them.
     if (stream.cancelled()) return callbacks_.end(record, cancelled_event());
     if (stream.ended()) return;
-    auto image = vision::decode_and_preprocess(request->images[i], {});
+    auto image = decode_and_preprocess(request->images[i]);
     if (!image.ok())
       return callbacks_.end(
           record, error_event(image.status().with_context("image " + std::to_string(i + 1)),
                               FailureReason::kInvalidInput));
-    request->images[i] = std::string();  // the bytes are no longer needed
+    request->images[i] = ImageSource();  // the bytes (or the document) are no longer needed
     token_counts.push_back(image->plan.image_tokens);
     pixels += pixel_bytes(*image);
     images.push_back(std::move(image).value());
@@ -138,6 +145,8 @@ void RequestPreparer::prepare(const std::shared_ptr<Request>& record) {
   r.prepared = Clock::now();
   StreamEvent accepted;
   accepted.accepted = true;
+  for (const RequestImage& image : r.image_states)
+    accepted.image_sizes.push_back({image.pixels.plan.width, image.pixels.plan.height});
   stream.push(std::move(accepted));
   callbacks_.on_prepared(record);
 }

@@ -62,12 +62,20 @@ struct Timings {
   double encode_ms = 0;  // vision-encoder steps that ran this request's images (shared batches)
 };
 
+// An image as the model saw it before tiling: the decoded image after EXIF orientation, or the
+// 144-dpi render of a PDF page. Grounding boxes (spec §11.1) are relative to this size.
+struct ImageSize {
+  int width = 0;
+  int height = 0;
+};
+
 struct StreamEvent {
   // The first event of every request that passes preparation (images decoded, prompt built and
   // within the context limit) has accepted = true and nothing else; a request that fails
   // preparation gets a final error event instead. The server answers 4xx or starts its 200
   // response on this event, within milliseconds of submit, long before the first token.
   bool accepted = false;
+  std::vector<ImageSize> image_sizes;  // in the accepted event: one per image, in order
   std::vector<int32_t> token_ids;  // new tokens (may be empty in the final event)
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;

@@ -3,12 +3,14 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 
 #include "common/logging.h"
 #include "common/version.h"
 #include "server/completion_text.h"
 #include "server/http/http_listener.h"
 #include "server/openai_errors.h"
+#include "server/page_result.h"
 #include "server/sse_writer.h"
 #include "tokenizer/ocr_prompt.h"
 
@@ -51,6 +53,21 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 }  // namespace
 
+// One engine request of a call: the call's only one, or one page of a PDF.
+struct ChatHandler::Page {
+  int index = 0;        // position in the answer
+  int page_number = 1;  // in the document
+  std::optional<engine::GenerateRequest> request;  // until submitted (PDF pages: built then)
+  std::shared_ptr<engine::RequestStream> stream;
+  Status submit_error;  // the engine refused it (final)
+  std::optional<CompletionText> text;
+  std::string content;  // the page's text so far
+  int64_t completion_tokens = 0;
+  int width = 0, height = 0;  // of the image the boxes refer to; 0 when there is none
+  bool finished = false;
+  engine::StreamEvent final_event;
+};
+
 // One request's state, on its handler thread.
 struct ChatHandler::Call {
   ChatHandler* handler = nullptr;
@@ -59,35 +76,82 @@ struct ChatHandler::Call {
   std::string id;  // chatcmpl-<request id>
   ChatRequest request;
   std::shared_ptr<engine::Engine> engine;
-  std::shared_ptr<engine::RequestStream> stream;
-  std::optional<CompletionText> text;
+  std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
+  std::vector<int32_t> end_ids;
+  std::shared_ptr<const engine::Document> document;  // a PDF request's
+  engine::GenerateRequest page_template;              // a PDF page's request, less its image
+  std::vector<Page> pages;
+  size_t current = 0;    // the page being read; all before it are finished
+  size_t submitted = 0;  // pages [0, submitted) were given to the engine (or refused)
+  Clock::time_point budget_refused_since{};  // while pages[submitted] waits for the budget
   Clock::time_point arrived = Clock::now();
   Clock::time_point last_token;
   int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
   int64_t completion_tokens = 0;
-  bool finished = false;
+  engine::Usage usage;  // summed over the finished pages
   bool client_left = false;
   bool logged = false;
-  std::string pending;  // text produced before the stream started
-  engine::StreamEvent final_event;
+  json page_objects = json::array();
 
   ~Call() {
-    if (stream && !finished) stream->cancel();  // the client left or the server is stopping
+    for (Page& page : pages)  // the client left or the server is stopping
+      if (page.stream && !page.finished) page.stream->cancel();
     --handler->active_;
   }
 
   http::Headers headers() const { return {{"X-Request-Id", request_id}}; }
+  bool pdf() const { return document != nullptr; }
+  // Whether the answer has page objects: a PDF, or exactly one image.
+  bool has_page_objects() const { return pdf() || request.images.size() == 1; }
+  bool finished() const { return current >= pages.size(); }
 
   bool gone() {
     if (!client_left && exchange->client_gone()) client_left = true;
     return client_left;
   }
 
-  // Next engine event, probing the client at least every disconnect_poll_ms (also while events
-  // keep arriving); nullopt when the client left or max_wait_ms passed.
-  std::optional<engine::StreamEvent> next_event(int64_t max_wait_ms) {
+  // Gives the engine the pages after the last submitted, up to max_pages_in_flight ahead of the
+  // page being read. The first page's refusal is final (the client gets the engine's 429/503);
+  // a later page's refusal for the pending-image budget is retried on the next call.
+  void submit_pages() {
+    const size_t window = static_cast<size_t>(handler->options_.max_pages_in_flight);
+    while (submitted < pages.size() && submitted < current + window) {
+      Page& page = pages[submitted];
+      engine::GenerateRequest g;
+      if (page.request) {
+        g = std::move(*page.request);
+        page.request.reset();
+      } else {
+        g = page_template;
+        g.request_id = request_id + "-p" + std::to_string(page.page_number);
+        g.images.push_back(engine::ImageSource::pdf_page(document, page.page_number));
+      }
+      auto stream = engine->submit(std::move(g));
+      if (!stream.ok()) {
+        const Status& s = stream.status();
+        const auto now = Clock::now();
+        if (submitted > 0 && s.code() == StatusCode::kResourceExhausted) {
+          if (budget_refused_since == Clock::time_point{}) budget_refused_since = now;
+          if (now - budget_refused_since < milliseconds(handler->options_.page_submit_patience_ms))
+            return;  // retried when called again
+        }
+        page.submit_error = s;
+        ++submitted;
+        return;
+      }
+      budget_refused_since = {};
+      page.stream = *stream;
+      page.text.emplace(tokenizer, request.skip_special_tokens, end_ids, request.stop);
+      ++submitted;
+    }
+  }
+
+  // The next event of `page`, probing the client at least every disconnect_poll_ms (also while
+  // events keep arriving) and submitting pages as room frees; nullopt when the client left or
+  // max_wait_ms passed. A page the engine refused yields its final error event.
+  std::optional<engine::StreamEvent> next_event(Page& page, int64_t max_wait_ms) {
     const auto poll_every = milliseconds(handler->options_.disconnect_poll_ms);
     const auto deadline = Clock::now() + milliseconds(max_wait_ms);
     auto last_probe = Clock::now() - poll_every;
@@ -97,15 +161,34 @@ struct ChatHandler::Call {
         last_probe = now;
         if (gone()) return std::nullopt;
       }
+      submit_pages();  // the window moves as pages finish; refused pages are retried
+      if (!page.stream) {
+        if (!page.submit_error.ok()) {
+          engine::StreamEvent refused;
+          refused.finished = true;
+          refused.finish_reason = engine::FinishReason::kError;
+          refused.error = page.submit_error;
+          return refused;
+        }
+      }
       const auto remaining = std::chrono::duration_cast<milliseconds>(deadline - now);
-      if (auto e = stream->next(std::clamp(remaining, milliseconds(0), poll_every))) return e;
+      const auto wait = std::clamp(remaining, milliseconds(0), poll_every);
+      if (!page.stream) {
+        std::this_thread::sleep_for(wait);  // waiting for the budget
+      } else if (auto e = page.stream->next(wait)) {
+        return e;
+      }
       if (Clock::now() >= deadline) return std::nullopt;
     }
   }
 
-  // An engine event -> the new text; a stop string cancels the request here, a final event
-  // ends the call.
-  std::string take(engine::StreamEvent e) {
+  // An engine event of `page` -> the page's new text; a stop string cancels the page's request
+  // here. A final event finishes the page: its usage is added, its page object built.
+  std::string take(Page& page, engine::StreamEvent e) {
+    if (e.accepted && !pdf() && e.image_sizes.size() == 1) {
+      page.width = e.image_sizes[0].width;
+      page.height = e.image_sizes[0].height;
+    }
     if (!e.token_ids.empty()) {
       const auto now = Clock::now();
       if (completion_tokens > 0) {
@@ -115,47 +198,87 @@ struct ChatHandler::Call {
       last_token = now;
     }
     std::string delta;
-    if (!text->stopped_by_string()) {
+    if (page.text && !page.text->stopped_by_string()) {
+      page.completion_tokens += static_cast<int64_t>(e.token_ids.size());
       completion_tokens += static_cast<int64_t>(e.token_ids.size());
-      delta = text->push(e.token_ids);
-      if (text->stopped_by_string()) stream->cancel();
+      delta = page.text->push(e.token_ids);
+      if (page.text->stopped_by_string()) page.stream->cancel();
     }
     if (e.finished) {
-      finished = true;
-      final_event = std::move(e);
+      page.finished = true;
+      page.final_event = std::move(e);
+      if (!failure(page)) {
+        delta += page.text->finish();
+        const engine::Usage& u = page.final_event.usage;
+        usage.prompt_tokens += u.prompt_tokens;
+        usage.image_tokens += u.image_tokens;
+        usage.cached_tokens += u.cached_tokens;
+      }
     }
+    page.content += delta;
     return delta;
   }
 
-  // How a finished call failed: an engine error (by its typed reason), or a cancellation nobody
-  // here asked for (the engine draining at shutdown). A stop string's own cancellation is a
-  // normal end.
-  std::optional<ApiError> failure() const {
-    const engine::FinishReason reason = final_event.finish_reason;
-    if (reason == engine::FinishReason::kError) {
-      return engine_failure_error(final_event.failure, final_event.error, request_id);
+  // The page's text end: nothing, or the page-split marker after each page of a PDF. Call once
+  // per finished page, in order; it also records the page object.
+  std::string end_page(Page& page) {
+    if (has_page_objects() && page.width > 0 && page.height > 0) {
+      page_objects.push_back(page_json({.index = page.index,
+                                        .page_number = page.page_number,
+                                        .width = page.width,
+                                        .height = page.height,
+                                        .text = page.content,
+                                        .finish_reason = finish_reason(page),
+                                        .pdf_page = pdf(),
+                                        .markdown = request.markdown}));
     }
-    if (reason == engine::FinishReason::kCancelled && !text->stopped_by_string()) {
-      return engine_failure_error(engine::FailureReason::kShuttingDown, final_event.error,
-                                  request_id);
-    }
-    return std::nullopt;
+    return pdf() ? std::string(kPageSplitMarker) : std::string();
   }
 
+  // How a finished page failed: refused by the engine, an engine error (by its typed reason), or
+  // a cancellation nobody here asked for (the engine draining at shutdown). A stop string's own
+  // cancellation is a normal end. A PDF page's error names the page.
+  std::optional<ApiError> failure(const Page& page) const {
+    std::optional<ApiError> error;
+    const engine::FinishReason reason = page.final_event.finish_reason;
+    if (!page.submit_error.ok()) {
+      error = ApiError{page.submit_error, {}, {}};
+    } else if (reason == engine::FinishReason::kError) {
+      error = engine_failure_error(page.final_event.failure, page.final_event.error, request_id);
+    } else if (reason == engine::FinishReason::kCancelled && !page.text->stopped_by_string()) {
+      error = engine_failure_error(engine::FailureReason::kShuttingDown, page.final_event.error,
+                                   request_id);
+    }
+    if (error && pdf()) error->status = error->status.with_context("page " + std::to_string(page.page_number));
+    return error;
+  }
+
+  std::string_view finish_reason(const Page& page) const {
+    return page.text->stopped_by_string() ? "stop"
+                                          : openai_finish_reason(page.final_event.finish_reason);
+  }
+
+  // The call's finish_reason: "length" when any page was cut by max_tokens.
   std::string_view finish_reason() const {
-    return text->stopped_by_string() ? "stop" : openai_finish_reason(final_event.finish_reason);
+    for (const Page& page : pages)
+      if (finish_reason(page) == "length") return "length";
+    return "stop";
   }
 
+  // Why generation stopped where the OpenAI reason cannot say (one engine request only).
   json stop_reason() const {
-    if (text->stopped_by_string()) return "stop_string";
-    if (final_event.finish_reason == engine::FinishReason::kLoop) return "repetition_loop";
+    if (pages.size() != 1) return nullptr;
+    if (pages[0].text->stopped_by_string()) return "stop_string";
+    if (pages[0].final_event.finish_reason == engine::FinishReason::kLoop) return "repetition_loop";
     return nullptr;
   }
 
   // The metrics label and log word for how a successful call ended.
   std::string_view outcome() const {
-    return text->stopped_by_string() ? "stop"
-                                     : engine::finish_reason_name(final_event.finish_reason);
+    if (pages.size() != 1) return finish_reason();
+    return pages[0].text->stopped_by_string()
+               ? "stop"
+               : engine::finish_reason_name(pages[0].final_event.finish_reason);
   }
 
   // The fields every stream chunk shares.
@@ -178,10 +301,10 @@ struct ChatHandler::Call {
   }
 
   // An error answer (before any 200 was sent).
-  void fail(const ApiError& error) {
+  void fail(const ApiError& error, const engine::StreamEvent* final_event = nullptr) {
     http::HttpResponse r = error_response(error);
     r.set_header("X-Request-Id", request_id);
-    record("error", r.status);
+    record("error", r.status, final_event);
     exchange->respond(r);
   }
 
@@ -199,33 +322,40 @@ struct ChatHandler::Call {
     exchange->respond(r);
   }
 
-  // The request's summary: one log line and its metrics.
-  void record(std::string_view result, int status) {
+  // The request's summary: one log line and its metrics. `failed_event` is the final event of
+  // the page that failed, if one did; the timings are the first page's.
+  void record(std::string_view result, int status,
+              const engine::StreamEvent* failed_event = nullptr) {
     if (logged) return;
     logged = true;
     log::ScopedRequestId scoped(request_id);
-    const auto& u = final_event.usage;
-    const auto& t = final_event.timings;
-    const bool failed = final_event.failure != engine::FailureReason::kNone;
-    if (final_event.failure == engine::FailureReason::kStepFailed) {
+    const engine::StreamEvent* first = !pages.empty() && pages[0].finished
+                                           ? &pages[0].final_event
+                                           : nullptr;
+    const engine::FailureReason failure =
+        failed_event ? failed_event->failure : engine::FailureReason::kNone;
+    if (failure == engine::FailureReason::kStepFailed) {
       // The client was told only that it failed; the cause is for the operator.
-      log::get("chat")->error("{}", final_event.error.message());
+      log::get("chat")->error("{}", failed_event->error.message());
     }
+    const engine::Timings t = first ? first->timings : engine::Timings{};
     handler->metrics_->observe_request(
         {.finish_reason = result,
-         .failure = failed ? engine::failure_reason_name(final_event.failure) : std::string_view(),
+         .failure = failure != engine::FailureReason::kNone
+                        ? engine::failure_reason_name(failure)
+                        : std::string_view(),
          .queue_s = t.queue_ms / 1000,
          .ttft_s = t.ttft_ms / 1000,
-         .e2e_s = t.total_ms / 1000,
+         .e2e_s = pages.size() == 1 ? t.total_ms / 1000 : seconds_since(arrived),
          .prepare_s = t.prepare_ms / 1000,
          .encode_s = t.encode_ms / 1000,
-         .has_timings = finished && t.total_ms > 0});
+         .has_timings = first && t.total_ms > 0});
     log::get("chat")->info(
-        "chat {} {}: {} images, prompt {} tokens ({} image, {} cached), completion {}, "
+        "chat {} {}: {} images, {} pages, prompt {} tokens ({} image, {} cached), completion {}, "
         "ttft {:.0f} ms, {:.0f} ms total, finish {}",
-        status, request.stream ? "stream" : "json", request.images.size(), u.prompt_tokens,
-        u.image_tokens, u.cached_tokens, completion_tokens, t.ttft_ms,
-        seconds_since(arrived) * 1000, result);
+        status, request.stream ? "stream" : "json", request.images.size(), pages.size(),
+        usage.prompt_tokens, usage.image_tokens, usage.cached_tokens, completion_tokens,
+        t.ttft_ms, seconds_since(arrived) * 1000, result);
   }
 };
 
@@ -270,10 +400,12 @@ void ChatHandler::run(Call& call) {
         {unavailable("the server is shutting down; retry on another replica"), {}, {}});
   }
   call.engine = state_.engine();
-  auto tokenizer = call.engine ? call.engine->tokenizer() : nullptr;
-  if (!call.engine || !tokenizer || call.engine->state() != engine::EngineState::kReady) {
+  call.tokenizer = call.engine ? call.engine->tokenizer() : nullptr;
+  if (!call.engine || !call.tokenizer || call.engine->state() != engine::EngineState::kReady) {
     return call.fail({unavailable("the model is still loading; retry shortly"), {}, {}});
   }
+  call.end_ids = r.sampling.stop_token_ids;
+  if (auto eos = call.tokenizer->token_to_id(tokenizer::kEosToken)) call.end_ids.push_back(*eos);
 
   engine::GenerateRequest g;
   g.request_id = call.request_id;
@@ -303,39 +435,75 @@ void ChatHandler::run(Call& call) {
     return call.fail(
         {unavailable("the server is shutting down; retry on another replica"), {}, {}});
   }
-  auto submitted = call.engine->submit(std::move(g));
-  if (!submitted.ok()) return call.fail({submitted.status(), {}, {}});
-  call.stream = *submitted;
 
-  std::vector<int32_t> end_ids = r.sampling.stop_token_ids;
-  if (auto eos = tokenizer->token_to_id(tokenizer::kEosToken)) {
-    end_ids.push_back(*eos);
+  // A PDF becomes one engine request per selected page; anything else is one engine request.
+  const auto is_pdf = [](const engine::ImageSource& s) { return engine::looks_like_pdf(s.encoded); };
+  if (auto pdf = std::find_if(g.images.begin(), g.images.end(), is_pdf); pdf != g.images.end()) {
+    const std::string& param = r.images[pdf - g.images.begin()].param;
+    if (g.images.size() > 1) {
+      return call.fail({invalid_argument("a PDF must be the only image or file of its request "
+                                         "(send one request per document)"),
+                        param, {}});
+    }
+    auto document = engine::Document::open_pdf(std::move(pdf->encoded), options_.document,
+                                               r.pages.value_or(engine::PageRange{}));
+    if (!document.ok()) {
+      Status s = document.status();
+      // A range past the last page is the client's mistake like any other bad field.
+      if (s.code() == StatusCode::kOutOfRange) return call.fail({invalid_argument(s.message()), "pages", {}});
+      return call.fail({s, s.code() == StatusCode::kPayloadTooLarge ? std::string() : param, {}});
+    }
+    call.document = std::move(document).value();
+    g.images.clear();
+    call.page_template = std::move(g);
+    for (const engine::DocumentPage& p : call.document->pages()) {
+      Page& page = call.pages.emplace_back();
+      page.index = static_cast<int>(call.pages.size()) - 1;
+      page.page_number = p.number;
+      page.width = p.width;
+      page.height = p.height;
+    }
+  } else {
+    if (r.pages) {
+      return call.fail(
+          {invalid_argument("pages: selects pages of a PDF, and this request has none"), "pages", {}});
+    }
+    call.pages.emplace_back().request = std::move(g);
   }
-  call.text.emplace(tokenizer, r.skip_special_tokens, std::move(end_ids), r.stop);
 
+  call.submit_pages();
+  Page& first_page = call.pages[0];
+  if (!first_page.submit_error.ok()) return call.fail({first_page.submit_error, {}, {}});
   // The first event says whether the engine took the request (images decoded, prompt within the
   // context): until then the answer can still be a 4xx.
   std::optional<engine::StreamEvent> first;
   while (!first) {
-    first = call.next_event(options_.keepalive_interval_ms);
+    first = call.next_event(first_page, options_.keepalive_interval_ms);
     if (call.client_left) return call.abandon();
   }
   // Usually the bare "accepted" event; an engine that sends tokens right away is served too.
-  call.pending = call.take(std::move(*first));
-  if (call.finished && call.final_event.finish_reason == engine::FinishReason::kError) {
-    return call.fail(*call.failure());
+  std::string pending = call.take(first_page, std::move(*first));
+  if (first_page.finished) {
+    if (auto failed = call.failure(first_page)) return call.fail(*failed, &first_page.final_event);
   }
-  if (r.stream) return stream(call);
+  if (r.stream) return stream(call, std::move(pending));
+  answer_json(call);
+}
 
-  // Non-streaming: collect everything, then answer once.
-  std::string content = std::move(call.pending);
-  while (!call.finished) {
-    auto e = call.next_event(options_.keepalive_interval_ms);
-    if (call.client_left) return call.abandon();
-    if (e) content += call.take(std::move(*e));
+// Non-streaming: every page in order, then one answer.
+void ChatHandler::answer_json(Call& call) {
+  std::string content;
+  for (; !call.finished(); ++call.current) {
+    Page& page = call.pages[call.current];
+    while (!page.finished) {
+      auto e = call.next_event(page, options_.keepalive_interval_ms);
+      if (call.client_left) return call.abandon();
+      if (e) call.take(page, std::move(*e));
+    }
+    if (auto failed = call.failure(page)) return call.fail(*failed, &page.final_event);
+    content += page.content;
+    content += call.end_page(page);
   }
-  if (auto failed = call.failure()) return call.fail(*failed);
-  content += call.text->finish();
   json choice = {{"index", 0},
                  {"message", {{"role", "assistant"}, {"content", content}, {"refusal", nullptr}}},
                  {"logprobs", nullptr},
@@ -347,7 +515,8 @@ void ChatHandler::run(Call& call) {
                  {"model", options_.model_id},
                  {"system_fingerprint", system_fingerprint()},
                  {"choices", json::array({choice})},
-                 {"usage", usage_json(call.final_event.usage, call.completion_tokens)}};
+                 {"usage", usage_json(call.usage, call.completion_tokens)}};
+  if (call.has_page_objects()) answer["pages"] = std::move(call.page_objects);
   http::HttpResponse response;
   response.headers = call.headers();
   response.body = dump(answer);
@@ -356,7 +525,7 @@ void ChatHandler::run(Call& call) {
   call.exchange->respond(response);
 }
 
-void ChatHandler::stream(Call& c) {
+void ChatHandler::stream(Call& c, std::string pending) {
   SseWriter sse(*c.exchange);
   // A write that fails means the client left: the request is recorded as cancelled and ~Call
   // cancels it in the engine.
@@ -372,32 +541,44 @@ void ChatHandler::stream(Call& c) {
   };
   if (!sse.start(c.headers())) return left();
   if (!sse.event(c.choice_chunk({{"role", "assistant"}, {"content", ""}}, nullptr))) return left();
-  std::string delta = std::move(c.pending);
-  while (!c.finished) {
-    if (!delta.empty() && !sse.event(c.choice_chunk({{"content", delta}}, nullptr))) return left();
-    delta.clear();
-    auto e = c.next_event(options_.keepalive_interval_ms);
-    if (c.client_left) return left();
-    if (!e) {
-      if (!sse.keep_alive()) return left();
-      continue;
+  std::string delta = std::move(pending);
+  for (; !c.finished(); ++c.current) {
+    Page& page = c.pages[c.current];
+    while (!page.finished) {
+      if (!delta.empty() && !sse.event(c.choice_chunk({{"content", delta}}, nullptr))) return left();
+      delta.clear();
+      auto e = c.next_event(page, options_.keepalive_interval_ms);
+      if (c.client_left) return left();
+      if (!e) {
+        if (!sse.keep_alive()) return left();
+        continue;
+      }
+      delta = c.take(page, std::move(*e));
     }
-    delta = c.take(std::move(*e));
+    if (auto failed = c.failure(page)) {
+      sse.event(error_event(*failed));
+      if (!sse.done()) return left();
+      return c.record(
+          page.final_event.finish_reason == engine::FinishReason::kCancelled ? "cancelled" : "error",
+          200, &page.final_event);
+    }
+    // The page's last chunk: the rest of its text, the page split, and its page object.
+    const size_t objects_before = c.page_objects.size();
+    delta += c.end_page(page);
+    const bool has_object = c.page_objects.size() > objects_before;
+    if (!delta.empty() || has_object) {
+      json last = c.choice_chunk({{"content", delta}}, nullptr);
+      if (has_object) last["pages"] = json::array({c.page_objects.back()});
+      if (!sse.event(last)) return left();
+    }
+    delta.clear();
   }
-  if (auto failed = c.failure()) {
-    sse.event(error_event(*failed));
-    if (!sse.done()) return left();
-    return c.record(
-        c.final_event.finish_reason == engine::FinishReason::kError ? "error" : "cancelled", 200);
-  }
-  delta += c.text->finish();
-  if (!delta.empty() && !sse.event(c.choice_chunk({{"content", delta}}, nullptr))) return left();
   json last = c.choice_chunk(json::object(), c.finish_reason());
   if (json reason = c.stop_reason(); !reason.is_null()) last["choices"][0]["stop_reason"] = reason;
   if (!sse.event(last)) return left();
   if (c.request.include_usage) {
     json usage = c.chunk(json::array());
-    usage["usage"] = usage_json(c.final_event.usage, c.completion_tokens);
+    usage["usage"] = usage_json(c.usage, c.completion_tokens);
     if (!sse.event(usage)) return left();
   }
   if (!sse.done()) return left();

@@ -1,10 +1,23 @@
 // ChatHandler: POST /v1/chat/completions, from the request body to the OpenAI-shaped answer.
 //
-//   parse + validate (400 naming the field) -> model check (404) -> fetch images (400/413) ->
-//   engine submit (429/503 with Retry-After when full or not ready) -> wait for the engine's
-//   "accepted" event (so bad images and context overflows are still a 4xx, within milliseconds)
-//   -> either one JSON body, or an SSE stream: role chunk, content chunks, the finish chunk, the
-//   usage chunk when asked, "data: [DONE]", with ": keep-alive" comments while nothing happens.
+//   parse + validate (400 naming the field) -> model check (404) -> fetch images and files
+//   (400/413) -> open a PDF (400/413 for its limits) -> engine submit (429/503 with Retry-After
+//   when full or not ready) -> wait for the engine's "accepted" event (so bad images and context
+//   overflows are still a 4xx, within milliseconds) -> either one JSON body, or an SSE stream:
+//   role chunk, content chunks, the finish chunk, the usage chunk when asked, "data: [DONE]",
+//   with ": keep-alive" comments while nothing happens.
+//
+// Pages: a request is one engine request (its images in one prompt), except a PDF, whose every
+// selected page is its own engine request (batched with everything else, sharing the prefix
+// cache). At most max_pages_in_flight pages of one request are with the engine at once; the next
+// is submitted as one finishes (a page refused for a full pending-image budget is retried, with
+// keep-alives, for up to page_submit_patience_ms), so a 200-page PDF holds the pixels of a few
+// pages only. Pages are answered in order: the page being read streams token by token, later
+// pages that finish first wait in their streams. The content is every page's text followed by
+// the official page-split marker (spec §11.3); the answer's `pages` array (server/page_result.h)
+// has each page's size and grounding blocks, and in a stream each page's last chunk carries its
+// page object. A page that fails fails the request with an error naming the page (in a stream:
+// an error event, then [DONE]). A request with exactly one image has one page object as well.
 //
 // The client going away cancels the request at whatever stage it is in: image fetches stop
 // (one deadline covers all of a request's fetches), and the engine request is cancelled whether it
@@ -43,6 +56,9 @@ struct ChatHandlerOptions {
   ImageFetchOptions fetch;
   int64_t keepalive_interval_ms = 5'000;  // SSE comment while no token arrives
   int64_t disconnect_poll_ms = 100;       // how often a waiting request probes its client
+  engine::DocumentLimits document;         // PDFs: bytes, pages, pixels, render time
+  int64_t max_pages_in_flight = 16;        // pages of one request with the engine at once
+  int64_t page_submit_patience_ms = 120'000;  // retrying a later page the budget refuses
 };
 
 // What the handler needs from the running server. The engine appears once loaded; its tokenizer
@@ -62,9 +78,11 @@ class ChatHandler {
   int64_t active() const { return active_.load(); }
 
  private:
+  struct Page;
   struct Call;
   void run(Call& call);
-  void stream(Call& call);
+  void answer_json(Call& call);
+  void stream(Call& call, std::string pending);
 
   ChatHandlerOptions options_;
   ServingState state_;

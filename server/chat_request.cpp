@@ -94,7 +94,7 @@ ApiError read_content(const json& content, const std::string& where, const ChatL
     if (!part.is_object()) return field_error(at, "must be an object");
     auto type = part.find("type");
     if (type == part.end() || !type->is_string()) {
-      return field_error(at + ".type", "must be \"text\" or \"image_url\"");
+      return field_error(at + ".type", "must be \"text\", \"image_url\" or \"file\"");
     }
     if (*type == "text") {
       auto text = part.find("text");
@@ -118,10 +118,37 @@ ApiError read_content(const json& content, const std::string& where, const ChatL
         return field_error(
             at, "more than " + std::to_string(limits.max_images) + " images in one request");
       }
-      out->images.push_back({url->get<std::string>(), at + ".image_url.url"});
+      out->images.push_back({url->get<std::string>(), at + ".image_url.url", {}});
+    } else if (*type == "file") {
+      auto file = part.find("file");
+      if (file == part.end() || !file->is_object()) {
+        return field_error(at + ".file", "must be an object with file_data");
+      }
+      auto data = file->find("file_data");
+      if (data == file->end() || data->is_null()) {
+        if (file->contains("file_id")) {
+          return field_error(at + ".file.file_id",
+                             "uploaded files are not supported; send the document inline as "
+                             "file_data (data:application/pdf;base64,...)");
+        }
+        return field_error(at + ".file.file_data", "is required");
+      }
+      if (!data->is_string() || data->get_ref<const std::string&>().empty()) {
+        return field_error(at + ".file.file_data", "must be a non-empty data: URI string");
+      }
+      std::string filename;
+      if (auto name = file->find("filename"); name != file->end() && !name->is_null()) {
+        if (!name->is_string()) return field_error(at + ".file.filename", "must be a string");
+        filename = name->get<std::string>();
+      }
+      if (static_cast<int64_t>(out->images.size()) >= limits.max_images) {
+        return field_error(
+            at, "more than " + std::to_string(limits.max_images) + " images in one request");
+      }
+      out->images.push_back({data->get<std::string>(), at + ".file.file_data", std::move(filename)});
     } else {
       return field_error(at + ".type", "unsupported content part type " + type->dump() +
-                                           " (expected \"text\" or \"image_url\")");
+                                           " (expected \"text\", \"image_url\" or \"file\")");
     }
   }
   return {};
@@ -212,6 +239,42 @@ ApiError read_sampling(const json& body, engine::SamplingParams* s) {
 
 }  // namespace
 
+StatusOr<engine::PageRange> parse_page_range(const json& value) {
+  const auto bad = [] {
+    return invalid_argument(
+        "pages: must be \"N\", \"N-M\" or \"N-\" (1-based page numbers, N <= M) or an integer");
+  };
+  const auto number = [](std::string_view digits) -> std::optional<int> {
+    if (digits.empty() || digits.size() > 9) return std::nullopt;
+    int v = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return std::nullopt;
+      v = v * 10 + (c - '0');
+    }
+    return v;
+  };
+  engine::PageRange range;
+  if (value.is_number_integer()) {
+    if (value.get<int64_t>() < 1 || value.get<int64_t>() > 999'999'999) return bad();
+    range.first = range.last = static_cast<int>(value.get<int64_t>());
+    return range;
+  }
+  if (!value.is_string()) return bad();
+  std::string_view s = value.get_ref<const std::string&>();
+  const size_t dash = s.find('-');
+  auto first = number(s.substr(0, dash));
+  if (!first || *first < 1) return bad();
+  range.first = *first;
+  if (dash == std::string_view::npos) {
+    range.last = *first;
+  } else if (dash + 1 < s.size()) {
+    auto last = number(s.substr(dash + 1));
+    if (!last || *last < *first) return bad();
+    range.last = *last;
+  }
+  return range;
+}
+
 StatusOr<std::string> ChatRequest::prompt_text() const {
   if (task && !text_parts.empty()) {
     return invalid_argument("task: give either a task or text parts in messages, not both");
@@ -283,6 +346,12 @@ ApiError parse_chat_request(const json& body, const ChatLimits& limits, ChatRequ
     }
     r.cache_salt = salt->get<std::string>();
   }
+  if (auto pages = body.find("pages"); pages != body.end() && !pages->is_null()) {
+    auto range = parse_page_range(*pages);
+    if (!range.ok()) return {range.status(), "pages", {}};
+    r.pages = *range;
+  }
+  if (ApiError e = read_bool(body, "markdown", &r.markdown); !e.ok()) return e;
   if (Status s = r.sampling.validate(); !s.ok()) return {s, {}, {}};
   *out = std::move(r);
   return {};

@@ -11,6 +11,8 @@
 // DeepSeek-OCR-2 has no chat template (spec §8.1: the "plain" format, no roles), so roles are
 // checked but do not change the prompt. A request with images and no text at all gets the official
 // document prompt; `task` ("document" | "free") selects an official prompt explicitly.
+// A PDF (a file part, or an image_url whose bytes are a PDF) must be the only image or file of
+// its request; each of its pages is then OCRed as one image with this prompt.
 //
 // Thread-safety: pure functions over values.
 #pragma once
@@ -24,6 +26,7 @@
 
 #include "common/status.h"
 #include "engine/core/sampling_params.h"
+#include "engine/document.h"
 #include "server/openai_errors.h"
 
 namespace dsocr::server {
@@ -34,9 +37,12 @@ struct ChatLimits {
   int64_t max_stop_length = 256;  // bytes per stop string
 };
 
+// An image_url part, or a file part (OpenAI's {"type": "file", "file": {"file_data": ...}}).
+// Either may hold a PDF, recognised by its bytes once fetched.
 struct ImageInput {
-  std::string url;    // data:, http(s):// or file:// URL, as sent
-  std::string param;  // where it was in the request, for errors
+  std::string url;       // data:, http(s):// or file:// URL, as sent (file parts: file_data)
+  std::string param;     // where it was in the request, for errors
+  std::string filename;  // a file part's filename, if given
 };
 
 struct ChatRequest {
@@ -53,6 +59,10 @@ struct ChatRequest {
   // (vLLM's extension of the same name): a tenant that sets one cannot learn from cached_tokens
   // what others sent. Empty: the shared cache.
   std::string cache_salt;
+  // Extensions for PDFs (docs/api.md): which pages, and whether each page object of the answer
+  // also carries the official markdown rewrite.
+  std::optional<engine::PageRange> pages;
+  bool markdown = false;
 
   // GenerateRequest::prompt: the task's official prompt, the document prompt for images without
   // text, or the text parts joined by newlines. The engine places the "<image>" markers (one per
@@ -60,6 +70,9 @@ struct ChatRequest {
   // rejects more markers than images; this only refuses a task given together with text.
   StatusOr<std::string> prompt_text() const;
 };
+
+// The `pages` extension: "N", "N-M" or "N-" (1-based, inclusive), or an integer N.
+StatusOr<engine::PageRange> parse_page_range(const nlohmann::json& value);
 
 // Parses a request body already known to be a JSON object.
 ApiError parse_chat_request(const nlohmann::json& body, const ChatLimits& limits, ChatRequest* out);

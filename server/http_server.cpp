@@ -130,6 +130,10 @@ struct HttpServer::Impl {
     o.fetch.allow_private_addresses = config.allow_private_image_urls;
     o.fetch.allowed_local_media_dir = config.allowed_local_media_path;
     o.keepalive_interval_ms = config.keepalive_interval_ms;
+    o.document.max_bytes = config.max_image_bytes;
+    o.document.max_pages = static_cast<int>(config.max_pdf_pages);
+    o.document.render_timeout = std::chrono::seconds(config.pdf_render_timeout_s);
+    o.max_pages_in_flight = config.max_pages_in_flight;
     return o;
   }
 

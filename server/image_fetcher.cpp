@@ -67,10 +67,11 @@ StatusOr<std::string> decode_base64(std::string_view text) {
   return out;
 }
 
-// Which media types we accept from a server or a data: URI. Many servers label images
-// application/octet-stream; the decoder sniffs the real format anyway.
+// Which media types we accept from a server or a data: URI: images and PDFs. Many servers label
+// them application/octet-stream; the decoder (or the PDF check) sniffs the real format anyway.
 bool acceptable_media_type(std::string_view type) {
   return type.empty() || starts_with_ci(type, "image/") ||
+         starts_with_ci(type, "application/pdf") || starts_with_ci(type, "application/x-pdf") ||
          starts_with_ci(type, "application/octet-stream") ||
          starts_with_ci(type, "binary/octet-stream");
 }
@@ -419,7 +420,7 @@ StatusOr<std::string> decode_data_uri(std::string_view uri, int64_t max_bytes) {
   std::string_view media_type = meta.substr(0, meta.find(';'));
   if (!acceptable_media_type(media_type)) {
     return invalid_argument("the data: URI's media type '" + std::string(media_type) +
-                            "' is not an image type");
+                            "' is not an image or PDF type");
   }
   // Decoded size is at most 3/4 of the text: refuse before allocating anything.
   if (static_cast<int64_t>(payload.size() / 4 * 3) > max_bytes + 3) {
@@ -566,7 +567,7 @@ StatusOr<std::string> ImageFetcher::fetch_http(std::string_view first_url,
     char* content_type = nullptr;
     curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &content_type);
     if (content_type && !acceptable_media_type(content_type)) {
-      return invalid_argument("the URL at " + where + " is not an image (Content-Type " +
+      return invalid_argument("the URL at " + where + " is not an image or PDF (Content-Type " +
                               std::string(content_type) + ")");
     }
     if (download.body.empty()) {

@@ -28,6 +28,9 @@ Status ServerConfig::validate() const {
   DSOCR_RETURN_IF_ERROR(check_flag_range("max-images-per-request", max_images_per_request, 1, 1024));
   DSOCR_RETURN_IF_ERROR(check_flag_range("image-fetch-timeout", image_fetch_timeout_s, 1, 3600));
   DSOCR_RETURN_IF_ERROR(check_flag_range("image-max-redirects", image_max_redirects, 0, 20));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-pdf-pages", max_pdf_pages, 1, 100'000));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("pdf-render-timeout", pdf_render_timeout_s, 1, 3600));
+  DSOCR_RETURN_IF_ERROR(check_flag_range("max-pages-in-flight", max_pages_in_flight, 1, 4096));
   DSOCR_RETURN_IF_ERROR(log::parse_format(log_format).status().with_context("--log-format"));
   return Status();
 }
@@ -76,7 +79,7 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
   flags.add_int("drain-timeout", &c.drain_timeout_s,
                 "seconds SIGTERM waits for in-flight requests before cancelling them",
                 "DSOCR_DRAIN_TIMEOUT");
-  flags.add_int("max-image-bytes", &c.max_image_bytes, "largest encoded image (413 above)",
+  flags.add_int("max-image-bytes", &c.max_image_bytes, "largest encoded image or PDF (413 above)",
                 "DSOCR_MAX_IMAGE_BYTES");
   flags.add_int("max-images-per-request", &c.max_images_per_request, "images in one request",
                 "DSOCR_MAX_IMAGES_PER_REQUEST");
@@ -91,6 +94,15 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
   flags.add_string("allowed-local-media-path", &c.allowed_local_media_path,
                    "allow file:// image URLs below this directory (default: refused)",
                    "DSOCR_ALLOWED_LOCAL_MEDIA_PATH");
+  flags.add_int("max-pdf-pages", &c.max_pdf_pages,
+                "pages one request may select from a PDF (413 above; `pages` selects a range)",
+                "DSOCR_MAX_PDF_PAGES");
+  flags.add_int("pdf-render-timeout", &c.pdf_render_timeout_s,
+                "seconds one PDF page may take to render (the request fails with a 400 above)",
+                "DSOCR_PDF_RENDER_TIMEOUT");
+  flags.add_int("max-pages-in-flight", &c.max_pages_in_flight,
+                "pages of one PDF request given to the engine at once (later ones wait their turn)",
+                "DSOCR_MAX_PAGES_IN_FLIGHT");
   add_engine_flags(
       &flags, &c.engine,
       {EngineFlag::kMaxModelLen, EngineFlag::kMaxNumSeqs, EngineFlag::kMaxNumBatchedTokens,

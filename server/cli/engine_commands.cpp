@@ -127,7 +127,10 @@ int cmd_generate(int argc, const char* const* argv) {
   sp.ngram_window = ngram_window;
   request.return_logits = !dump_logits.empty();
   request.request_id = "generate";
-  if (!read_images("generate", images, &request.images)) return 1;
+  std::vector<std::string> image_bytes;
+  if (!read_images("generate", images, &image_bytes)) return 1;
+  request.images.assign(std::make_move_iterator(image_bytes.begin()),
+                        std::make_move_iterator(image_bytes.end()));
   auto engine = engine::Engine::create(*options);
   if (!engine.ok()) {
     std::cerr << "dsocr generate: " << engine.status().message() << "\n";

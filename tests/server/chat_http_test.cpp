@@ -15,6 +15,7 @@
 #include "server/completion_text.h"
 #include "server/http_server.h"
 #include "server/server_metrics.h"
+#include "tests/server/chat_test_server.h"
 #include "tests/server/fake_engine.h"
 #include "tokenizer/ocr_prompt.h"
 #include "tokenizer/utf8.h"
@@ -23,74 +24,11 @@ namespace dsocr::server {
 namespace {
 
 using json = nlohmann::json;
+using testing::basic_request;
+using testing::ChatServer;
 using testing::FakeEngine;
-
-std::shared_ptr<const tokenizer::Tokenizer> shared_tokenizer() {
-  static auto tok = [] {
-    auto t = tokenizer::Tokenizer::from_file(std::string(dsocr::built_model_files_dir()) +
-                                             "/tokenizer.json");
-    REQUIRE(t.ok());
-    return *t;
-  }();
-  return tok;
-}
-
-struct ChatServer {
-  MetricsRegistry metrics;
-  std::shared_ptr<FakeEngine> engine = std::make_shared<FakeEngine>();
-  std::unique_ptr<HttpServer> server;
-  std::thread thread;
-
-  explicit ChatServer(ServerConfig config = {}) {
-    config.port = 0;
-    config.http_threads = 16;
-    if (config.keepalive_interval_ms == ServerConfig{}.keepalive_interval_ms) {
-      config.keepalive_interval_ms = 5000;
-    }
-    server = std::make_unique<HttpServer>(config, ServedModel{.id = "ocr"}, &metrics);
-    REQUIRE(server->bind().ok());
-    engine->tok = shared_tokenizer();
-    server->set_engine(engine);
-    thread = std::thread([this] { server->serve(); });
-  }
-  ~ChatServer() {
-    server->stop();
-    thread.join();
-  }
-  void reply_with(const std::string& text) {
-    engine->reply = shared_tokenizer()->encode(text);
-    engine->reply.push_back(*shared_tokenizer()->token_to_id(tokenizer::kEosToken));
-  }
-  httplib::Client client() {
-    httplib::Client c("127.0.0.1", server->port());
-    c.set_read_timeout(20, 0);
-    return c;
-  }
-  httplib::Result chat(json body, httplib::Headers headers = {}) {
-    return client().Post("/v1/chat/completions", headers, body.dump(), "application/json");
-  }
-};
-
-json basic_request(json extra = json::object()) {
-  json r = {{"model", "ocr"},
-            {"messages", json::array({{{"role", "user"}, {"content", "Free OCR."}}})}};
-  r.update(extra);
-  return r;
-}
-
-// The data lines of an SSE body, in order.
-std::vector<std::string> sse_data(const std::string& body) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos < body.size()) {
-    size_t end = body.find("\n\n", pos);
-    REQUIRE(end != std::string::npos);  // every event is terminated
-    std::string event = body.substr(pos, end - pos);
-    if (event.rfind("data: ", 0) == 0) out.push_back(event.substr(6));
-    pos = end + 2;
-  }
-  return out;
-}
+using testing::shared_tokenizer;
+using testing::sse_data;
 
 TEST_CASE("chat: non-streaming answer has OpenAI's shape", "[chat]") {
   ChatServer s;
