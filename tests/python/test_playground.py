@@ -148,6 +148,7 @@ def test_streams_the_demo_model_with_the_key(server, browser, tmp_path):
 # --- (b) the box overlay, through a proxy with a canned stream ------------------------------------
 
 PAGE_W, PAGE_H = 400, 300
+TITLE_RED = (214, 39, 40)  # the colour the page gives "title" boxes (LABEL_COLOURS in playground.js)
 BOX = [100, 60, 300, 180]  # pixels on the page
 BOX_NORM = [round(v * 999 / s) for v, s in zip(BOX, (PAGE_W, PAGE_H, PAGE_W, PAGE_H))]
 TAGGED = f"<|ref|>title<|/ref|><|det|>[[{', '.join(map(str, BOX_NORM))}]]<|/det|>\n# Hello box"
@@ -307,6 +308,7 @@ def test_boxes_over_the_image(proxy, browser, tmp_path):
 
     shot = Image.open(io.BytesIO(surface.screenshot_as_png)).convert("RGB")
     colour = css_rgb(g["colour"])
+    assert colour == TITLE_RED
     half = g["border"] / 2
     on_outline = [(g["x"] + g["w"] / 2, g["y"] + half),             # top edge
                   (g["x"] + g["w"] / 2, g["y"] + g["h"] - half),    # bottom edge
@@ -347,7 +349,7 @@ def test_pdf_page_is_a_white_page_of_its_aspect_ratio(proxy, browser, tmp_path):
     g = box_geometry(browser, surface)
     shot = Image.open(io.BytesIO(surface.screenshot_as_png)).convert("RGB")
     x, y = g["x"] + g["w"] / 2, g["y"] + g["border"] / 2
-    assert colour_close(shot.getpixel((int(x), int(y))), css_rgb(g["colour"]))
+    assert colour_close(shot.getpixel((int(x), int(y))), TITLE_RED)
     assert shot.getpixel((int(g["x"] / 2), int(g["y"] + g["h"] / 2))) == (255, 255, 255)
     assert browser.find_elements(By.CSS_SELECTOR, "#rendered hr.page-split")
 
