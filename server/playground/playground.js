@@ -361,7 +361,7 @@
     if (content) {
       run.text += content;
       run.chunks++;
-      ui.raw.textContent = run.text;
+      ui.raw.append(content);  // a text node: appending keeps a long stream linear
       scheduleRender();
     }
     if (choice && choice.finish_reason) run.finishReason = choice.finish_reason;
@@ -487,6 +487,8 @@
     } finally {
       clearInterval(ticker);
       ui.rendered.innerHTML = renderMarkdown(run.text);
+      const previewCaption = ui.pages.querySelector('.preview figcaption');
+      if (previewCaption) previewCaption.textContent = 'No page boxes in this answer';
       updateStatus(outcome);
       setRunning(false);
       run.controller = null;

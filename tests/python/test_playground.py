@@ -7,7 +7,7 @@
     from the real server but answers the chat request itself with a canned stream in the API's
     format (a grounding block, a `pages` object with a box). The label and the box are checked
     in the DOM and, from a screenshot, in pixels. The same proxy checks a PDF (a white page of the
-    page's aspect ratio), an SSE error event, and that model output cannot inject HTML.
+    page's aspect ratio), an SSE error event, that model output cannot inject HTML, and Stop.
 
 Needs Debian's chromium and chromium-driver (scripts/setup.sh installs them) and PyPI selenium.
 """
@@ -206,6 +206,7 @@ class CannedProxy:
         proxy = self
         self.kind = "image"
         self.requests = []
+        self.release = threading.Event()  # ends a "slow" stream
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -232,12 +233,26 @@ class CannedProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 proxy.requests.append({"body": json.loads(body),
                                        "authorization": self.headers.get("Authorization")})
+                if proxy.kind == "slow":
+                    return self._slow_stream()
                 payload = canned_stream(proxy.kind)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _slow_stream(self):
+                """A stream that starts and then stalls until release is set (or 20 s)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(sse(chunk({"role": "assistant", "content": ""})) +
+                                 sse(chunk({"content": "first words"})))
+                self.wfile.flush()
+                proxy.release.wait(20)
+                self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -375,3 +390,25 @@ def test_stream_error_event_and_hostile_output(proxy, browser, tmp_path):
     assert "<script>" in rendered.text and "<b>not bold</b>" in rendered.text
     time.sleep(0.2)  # an onerror handler, had the <img> been created, would have run by now
     assert browser.execute_script("return window.pwned === undefined")
+
+
+def test_stop_aborts_the_stream(proxy, browser, tmp_path):
+    make_png(tmp_path / "page.png")
+    proxy.kind = "slow"
+    proxy.release.clear()
+    open_page(browser, proxy.base_url, API_KEY)
+    browser.find_element(By.ID, "file-input").send_keys(str(tmp_path / "page.png"))
+    browser.find_element(By.ID, "send").click()
+    try:
+        WebDriverWait(browser, 20).until(lambda d: text_of(d, "raw") == "first words")
+        assert browser.find_element(By.ID, "status").text.startswith("Streaming")
+        assert not browser.find_element(By.ID, "send").is_enabled()
+        browser.find_element(By.ID, "stop").click()
+        WebDriverWait(browser, 5).until(
+            lambda d: d.find_element(By.ID, "status").text.startswith("Stopped"))
+    finally:
+        proxy.release.set()
+    assert browser.find_element(By.ID, "send").is_enabled()
+    assert not browser.find_element(By.ID, "stop").is_enabled()
+    assert not browser.find_element(By.ID, "error").is_displayed()  # a stop is not an error
+    assert text_of(browser, "raw") == "first words"
