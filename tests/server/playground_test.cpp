@@ -109,7 +109,7 @@ TEST_CASE("playground: / and its assets are served byte for byte without the API
   CHECK(playground_assets().front().path == "/");
 }
 
-TEST_CASE("playground: the API still needs the key; other methods as on every route",
+TEST_CASE("playground: the API still needs the key, other methods as on every route",
           "[playground]") {
   PlaygroundServer s(kKey);
   auto c = s.client();
