@@ -42,6 +42,7 @@ DEBIAN_PACKAGES=(
   libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libopencv-dev
   libcurl4-openssl-dev libssl-dev zlib1g-dev libtiff-dev libwebp-dev catch2 libonig-dev libpcre2-dev libgif-dev
   libpoppler-cpp-dev
+  chromium chromium-driver
   clang clang-format clang-tidy libclang-rt-14-dev
 )
 # Rootful podman with runc (crun fails on cgroup v1 hosts), its network stack, buildah for the

@@ -12,6 +12,7 @@
 #include "server/chat_handler.h"
 #include "server/http/http_listener.h"
 #include "server/openai_errors.h"
+#include "server/playground.h"
 #include "server/routes.h"
 #include "server/server_metrics.h"
 
@@ -23,6 +24,18 @@ using http::HttpRequest;
 using http::HttpResponse;
 
 bool is_quiet_route(const std::string& path) { return path == "/health" || path == "/metrics"; }
+
+// The playground's files are public: the browser needs the page before the user can type the key
+// into it. They hold nothing but the static page; its API calls carry the key.
+bool is_playground_route(const std::string& path) {
+  for (const PlaygroundAsset& asset : playground_assets())
+    if (asset.path == path) return true;
+  return false;
+}
+
+bool needs_api_key(const std::string& path) {
+  return !is_quiet_route(path) && !is_playground_route(path);
+}
 
 }  // namespace
 
@@ -181,7 +194,7 @@ struct HttpServer::Impl {
   // Requests answered from their head alone: authentication, unknown routes and methods.
   std::optional<HttpResponse> filter(const HttpRequest& head) {
     std::optional<HttpResponse> answer;
-    if (!is_quiet_route(head.path) && !authorized(head)) {
+    if (needs_api_key(head.path) && !authorized(head)) {
       answer = error_response(
           unauthenticated("missing or wrong API key (send 'Authorization: Bearer KEY')"), {},
           "invalid_api_key");
@@ -259,6 +272,11 @@ struct HttpServer::Impl {
                       [this](Exchange& ex, const std::string& id) { chat.handle(ex, id); }});
     whole("POST", "/tokenize", tokenize_route);
     whole("POST", "/detokenize", detokenize_route);
+    for (const PlaygroundAsset& asset : playground_assets()) {
+      whole("GET", asset.path, [&asset](const ServingSnapshot&, const HttpRequest&) {
+        return playground_response(asset);
+      });
+    }
   }
 };
 
