@@ -131,3 +131,16 @@ def test_the_checker_keeps_vision_and_weights_out_of_the_http_server(tmp_path, m
     monkeypatch.setitem(globals(), "SOURCE_DIR", fake)
     assert direction_violations() == ["server/main.cpp includes vision/decode.h",
                                       "server/main.cpp includes weights/hub.h"]
+
+
+def test_catch2_test_names_survive_ctest():
+    # catch_discover_tests registers each TEST_CASE by name, and ctest splits a name at ';': the
+    # registered test then matches nothing and "passes" without running (two did, unnoticed);
+    # a '[' starts a tag filter when the name is passed back to the binary.
+    bad = []
+    for path in sorted((SOURCE_DIR / "tests").rglob("*_test.cpp")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            m = re.search(r'TEST_CASE\(\s*"((?:[^"\\]|\\.)*)"', line)
+            if m and (";" in m.group(1) or "[" in m.group(1)):
+                bad.append(f"{path.relative_to(SOURCE_DIR)}:{number}: {m.group(1)}")
+    assert bad == []

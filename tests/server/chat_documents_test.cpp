@@ -175,7 +175,7 @@ TEST_CASE("documents: pages stream in order, each page's last chunk carries its 
   CHECK(json::parse(events[events.size() - 2])["choices"][0]["finish_reason"] == "stop");
 }
 
-TEST_CASE("documents: a page range selects pages; bad ranges and misuse are 400s", "[documents]") {
+TEST_CASE("documents: a page range selects pages, bad ranges and misuse are 400s", "[documents]") {
   ChatServer s;
   script_pages(s);
   auto res = s.chat(pdf_request(three_page_pdf(), {{"pages", "2-3"}}));

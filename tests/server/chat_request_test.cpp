@@ -90,7 +90,7 @@ TEST_CASE("parse_chat_request: OCR defaults", "[chat]") {
   CHECK(model_prompt(m) == "<image>\nParse the figure.");
 }
 
-TEST_CASE("prompt_text: the server places no image markers; the engine does", "[chat]") {
+TEST_CASE("prompt_text: the server places no image markers, the engine does", "[chat]") {
   ChatRequest r;
   REQUIRE(parse(json::parse(R"({"model":"m","messages":[{"role":"user","content":[
       {"type":"text","text":"a"},{"type":"text","text":"b"},

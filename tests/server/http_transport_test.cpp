@@ -145,7 +145,7 @@ std::string gzip(const std::string& data, int window_bits = 16 + 15) {
   return out;
 }
 
-TEST_CASE("request body: gzip and deflate inflate under the limit; bombs stop at it",
+TEST_CASE("request body: gzip and deflate inflate under the limit, bombs stop at it",
           "[http][parser]") {
   std::string body = gzip("{\"a\": 1}");
   CHECK_FALSE(decode_content(ContentCoding::kGzip, &body, 1000));
