@@ -17,6 +17,8 @@
 
 #include "engine/engine.h"
 #include "tests/engine/engine_test_util.h"
+#include "tests/vision/test_pdf.h"
+#include "vision/pdf_document.h"
 
 using namespace dsocr;
 using namespace dsocr::engine;
@@ -24,8 +26,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using testing::page_png;
-using testing::tiny_model;
+using dsocr::engine::testing::page_png;
+using dsocr::engine::testing::tiny_model;
 
 std::vector<GenerateRequest> make_requests(int n) {
   const std::vector<std::string> pages = {page_png(800, 600, 1), page_png(500, 300, 2),
@@ -48,6 +50,7 @@ std::vector<GenerateRequest> make_requests(int n) {
 }
 
 struct Result {
+  std::vector<ImageSize> image_sizes;  // from the accepted event
   std::vector<int32_t> ids;
   std::vector<std::vector<float>> logits;
   StreamEvent final;
@@ -73,6 +76,7 @@ std::unique_ptr<Engine> make_engine(bool batched) {
 // Adds one event to `r`; true when it was the final one.
 bool absorb(Result& r, StreamEvent e) {
   if (r.events++ == 0) r.first_accepted = e.accepted && e.token_ids.empty() && !e.finished;
+  if (e.accepted) r.image_sizes = e.image_sizes;
   r.ids.insert(r.ids.end(), e.token_ids.begin(), e.token_ids.end());
   if (!e.logits.empty()) r.logits.push_back(e.logits);
   if (!e.finished) return false;
@@ -232,7 +236,7 @@ TEST_CASE("engine rejects bad requests with clear statuses", "[engine][e2e]") {
   CHECK(bad.status().message().find("top_p") != std::string::npos);
 
   r.sampling.top_p = 1;
-  r.images.push_back("definitely not an image");
+  r.images.push_back(std::string("definitely not an image"));
   auto s = engine->submit(r);
   REQUIRE(s.ok());
   Result res = drain(**s);
@@ -272,4 +276,54 @@ TEST_CASE("a request larger than the whole KV cache fails instead of waiting for
   Result ok = drain(**s2);
   CHECK(ok.final.error.ok());
   CHECK(ok.ids.size() == 3);
+}
+
+TEST_CASE("a PDF page is rendered on the workers and read exactly like its render as a PNG",
+          "[engine][e2e]") {
+  // Page 2 (Letter, with a filled box and a line) of a three-page document.
+  using dsocr::testing::TestPage;
+  const std::string pdf = dsocr::testing::make_pdf(
+      {TestPage(200, 100), TestPage(612, 792, 0, "0 0 1 rg 72 600 300 120 re f 0 G 4 w 72 500 m 540 300 l S"),
+       TestPage(300, 200, 90)});
+  auto document = Document::open_pdf(pdf, {});
+  REQUIRE(document.ok());
+  REQUIRE((*document)->pages().size() == 3);
+  CHECK((*document)->pages()[1].width == 1224);
+  CHECK((*document)->pages()[1].height == 1584);
+  CHECK((*document)->pages()[2].width == 400);  // rotated
+  CHECK((*document)->pages()[2].height == 600);
+
+  auto render = vision::PdfDocument::open(pdf);
+  REQUIRE(render.ok());
+  auto page = (*render)->render_page(2);
+  REQUIRE(page.ok());
+  cv::Mat rgb(page->height, page->width, CV_8UC3, page->pixels.data()), bgr;
+  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+  std::vector<uchar> png;
+  REQUIRE(cv::imencode(".png", bgr, png));
+
+  auto engine = make_engine(false);
+  const auto run = [&](ImageSource image) {
+    GenerateRequest r;
+    r.prompt = "<image>\n<|grounding|>Convert the document to markdown.";
+    r.images.push_back(std::move(image));
+    r.sampling.max_tokens = 8;
+    r.sampling.ignore_eos = true;
+    auto s = engine->submit(std::move(r));
+    REQUIRE(s.ok());
+    return drain(**s);
+  };
+  Result from_pdf = run(ImageSource::pdf_page(*document, 2));
+  Result from_png = run(std::string(png.begin(), png.end()));
+  REQUIRE(from_pdf.final.error.ok());
+  REQUIRE(from_png.final.error.ok());
+  REQUIRE(from_pdf.image_sizes.size() == 1);
+  CHECK(from_pdf.image_sizes[0].width == 1224);
+  CHECK(from_pdf.image_sizes[0].height == 1584);
+  REQUIRE(from_png.image_sizes.size() == 1);
+  CHECK(from_png.image_sizes[0].width == 1224);
+  CHECK(from_pdf.ids.size() == 8);
+  CHECK(from_pdf.ids == from_png.ids);
+  CHECK(from_pdf.final.usage.prompt_tokens == from_png.final.usage.prompt_tokens);
+  CHECK(from_pdf.final.usage.image_tokens == from_png.final.usage.image_tokens);
 }

@@ -396,7 +396,7 @@ TEST_CASE("a cancel or a failure returns the request's budget", "[engine][lifecy
   (*queued)->cancel();
   CHECK(engine->stats().pending_image_bytes == 2 * pending_image_bytes(big_page().size()));
   GenerateRequest bad = image_request(big_page(), 1, 2);
-  bad.images.push_back("not an image");
+  bad.images.push_back(std::string("not an image"));
   auto failing = engine->submit(bad);
   REQUIRE(failing.ok());
   CHECK(read_to_end(**failing).final->error.code() == StatusCode::kInvalidArgument);
