@@ -11,8 +11,9 @@
 //
 // The server listens before the model has loaded: /health answers 503 "loading" (and chat 503
 // with Retry-After) until set_engine(). begin_drain() (SIGTERM) makes /health and new chat
-// requests 503 while in-flight ones finish. With an API key configured, every route but /health
-// and /metrics needs "Authorization: Bearer KEY" (compared in constant time).
+// requests 503 while in-flight ones finish. With an API key configured, every route but /health,
+// /metrics and the playground's static files (server/playground.h; the page sends the key the
+// user types) needs "Authorization: Bearer KEY" (compared in constant time).
 //
 // Each request gets an id: a well-formed X-Request-Id header is kept, otherwise one is generated;
 // it is echoed in the response and prefixes the request's log lines. One summary line is logged

@@ -49,7 +49,8 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
   flags.add_string("host", &c.host, "address to listen on (0.0.0.0 for all)", "DSOCR_HOST");
   flags.add_int("port", &c.port, "port to listen on (0: any free port)", "DSOCR_PORT");
   flags.add_string("api-key", &c.api_key,
-                   "require 'Authorization: Bearer KEY' on every route but /health and /metrics",
+                   "require 'Authorization: Bearer KEY' on every route but /health, /metrics "
+                   "and the playground's static files",
                    "DSOCR_API_KEY");
   flags.add_int("http-threads", &c.http_threads,
                 "request handler threads kept while idle (each request being answered has its "

@@ -202,6 +202,15 @@ def test_errors_raise_the_sdk_exception_classes(env):
                                        messages=image_message(data_uri(env["page"])))
 
 
+def make_pdf(path) -> None:
+    """A two-page PDF (PyMuPDF, the official PDF script's library) for the README's examples."""
+    import pymupdf
+    doc = pymupdf.open()
+    for n, (w, h) in enumerate([(595, 842), (612, 792)], 1):
+        doc.new_page(width=w, height=h).insert_text((72, 72), f"Page {n}", fontsize=24)
+    doc.save(str(path))
+
+
 def readme_blocks(marker: str) -> list[str]:
     text = (SOURCE_DIR / "README.md").read_text()
     blocks = re.findall(r"<!-- " + marker + r" -->\s*```(?:bash|python)\n(.*?)```", text, re.S)
@@ -221,6 +230,7 @@ def test_readme_examples_run_verbatim(env, tmp_path):
     try:
         server.wait_healthy()
         make_page(tmp_path / "page.png")
+        make_pdf(tmp_path / "doc.pdf")
         for block in readme_blocks("example:curl"):
             out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path,
                                  capture_output=True, text=True, timeout=120)
