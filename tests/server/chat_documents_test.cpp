@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <map>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@ using json = nlohmann::json;
 using dsocr::testing::TestPage;
 using testing::ChatServer;
 using testing::FakeEngine;
+using testing::send_and_hang_up;
 using testing::shared_tokenizer;
 using testing::sse_data;
 
@@ -303,6 +305,39 @@ TEST_CASE("documents: at most max_pages_in_flight pages are with the engine at o
   CHECK(s.engine->most_live <= 3);
   CHECK(s.engine->most_live >= 2);  // pages did overlap
   CHECK(s.engine->refused_over_budget == 4);
+}
+
+TEST_CASE("documents: a client that hangs up mid-document cancels its pages, and no more start",
+          "[documents]") {
+  ServerConfig config;
+  config.max_pages_in_flight = 4;
+  ChatServer s(config);
+  s.engine->script = [](const engine::GenerateRequest& r) {
+    FakeEngine::Script script;
+    script.reply = with_eos("page " + std::to_string(page_of(r)) + " has many words in it");
+    script.token_delay = std::chrono::milliseconds(30);
+    return script;
+  };
+  const std::string pdf = dsocr::testing::make_pdf(std::vector<TestPage>(40, TestPage(100, 50)));
+  SECTION("non-streaming") { send_and_hang_up(s.server->port(), pdf_request(pdf).dump(), 0); }
+  SECTION("streaming, after the first chunks") {
+    send_and_hang_up(s.server->port(), pdf_request(pdf, {{"stream", true}}).dump(), 700);
+  }
+  for (int i = 0; i < 300 && s.server->active_chat_requests() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(s.server->active_chat_requests() == 0);
+  for (int i = 0; i < 300 && s.engine->live > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(s.engine->live == 0);
+  // Only the window was ever submitted (pages finish in ~0.3 s; the client left well before 40).
+  CHECK(s.engine->submitted <= 8);
+  CHECK(s.engine->cancelled >= 1);
+  CHECK(s.engine->cancelled + s.engine->finished == s.engine->submitted);
+  const int submitted = s.engine->submitted;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(s.engine->submitted == submitted);
 }
 
 TEST_CASE("documents: a request with one image has one page object of the image's size",

@@ -25,6 +25,7 @@ namespace {
 
 using json = nlohmann::json;
 using testing::basic_request;
+using testing::send_and_hang_up;
 using testing::ChatServer;
 using testing::FakeEngine;
 using testing::shared_tokenizer;
@@ -273,31 +274,6 @@ TEST_CASE("chat: API key", "[chat]") {
   CHECK_FALSE(constant_time_equals("abc", "abd"));
   CHECK_FALSE(constant_time_equals("abc", "abcd"));
   CHECK_FALSE(constant_time_equals("", "a"));
-}
-
-// Sends a request on a raw socket, reads `read_bytes` of the answer (0: none), then closes.
-void send_and_hang_up(int port, const std::string& body, size_t read_bytes) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  std::string request =
-      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-      "Content-Type: application/json\r\nContent-Length: " +
-      std::to_string(body.size()) + "\r\n\r\n" + body;
-  REQUIRE(send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
-  std::string got;
-  char buf[512];
-  while (got.size() < read_bytes) {
-    ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  if (read_bytes == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  close(fd);
 }
 
 TEST_CASE("chat: a client that hangs up cancels its request", "[chat]") {

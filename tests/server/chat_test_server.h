@@ -2,7 +2,11 @@
 // helpers to send chat requests and read SSE bodies.
 #pragma once
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <memory>
@@ -85,6 +89,31 @@ inline std::vector<std::string> sse_data(const std::string& body) {
     pos = end + 2;
   }
   return out;
+}
+
+// Sends a request on a raw socket, reads `read_bytes` of the answer (0: none), then closes.
+inline void send_and_hang_up(int port, const std::string& body, size_t read_bytes) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  std::string request =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+      "Content-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  REQUIRE(send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
+  std::string got;
+  char buf[512];
+  while (got.size() < read_bytes) {
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  if (read_bytes == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  close(fd);
 }
 
 }  // namespace dsocr::server::testing
