@@ -64,6 +64,10 @@ struct EngineOptions {
   int64_t num_kv_blocks = 0;             // 0: size from memory (kv_memory_fraction)
   double kv_memory_fraction = 0.9;       // of the memory left after weights and activations
   int64_t max_kv_bytes_cpu = 2ll << 30;  // cap on CPU, where "free memory" is shared
+  // On the CPU: the memory the engine plans within (weights, activations, KV cache; it refuses
+  // to start when the model cannot fit: engine/memory_plan.h). 0: what the machine (or the
+  // process's cgroup) has available at start, less a margin.
+  int64_t cpu_memory_budget = 0;
   bool prefix_caching = true;
   SchedulerConfig scheduler;
   size_t vision_threads = 1;

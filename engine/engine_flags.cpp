@@ -1,6 +1,7 @@
 #include "engine/engine_flags.h"
 
 #include "common/check.h"
+#include "common/memory.h"
 
 namespace dsocr::engine {
 namespace {
@@ -73,6 +74,13 @@ void add_one(FlagSet* flags, EngineFlags* v, EngineFlag flag, std::string_view h
       return flags->add_int("torch-threads", &v->torch_threads,
                             help("CPU compute threads (0: cores minus vision)"),
                             env("DSOCR_TORCH_THREADS"));
+    case EngineFlag::kCpuMemoryBudget:
+      return flags->add_string(
+          "cpu-memory-budget", &v->cpu_memory_budget,
+          help("memory the engine plans within on the CPU (weights, activations, KV cache), e.g. "
+               "12G; it refuses to start when the model cannot fit (auto: what the machine or its "
+               "cgroup has available at start, less 10%)"),
+          env("DSOCR_CPU_MEMORY_BUDGET"));
   }
   DSOCR_CHECK(false) << "unknown engine flag " << static_cast<int>(flag);
 }
@@ -99,6 +107,12 @@ Status EngineFlags::validate() const {
   if (!(kv_memory_fraction > 0 && kv_memory_fraction <= 1)) {
     return out_of_range("--kv-memory-fraction must be in (0, 1]");
   }
+  if (cpu_memory_budget != "auto") {
+    auto bytes = parse_byte_size(cpu_memory_budget);
+    if (!bytes.ok()) return invalid_argument("--cpu-memory-budget: " + bytes.status().message());
+    if (*bytes < (int64_t{64} << 20))
+      return out_of_range("--cpu-memory-budget must be at least 64M (or auto)");
+  }
   if (dtype != "auto" && dtype != "float32" && dtype != "bfloat16") {
     return invalid_argument("--dtype must be auto, float32 or bfloat16");
   }
@@ -121,6 +135,7 @@ EngineOptions EngineFlags::to_options(const std::filesystem::path& model_dir) co
   o.max_pending_image_bytes = max_pending_image_bytes;
   o.idle_memory_release_ms = idle_memory_release_ms;
   o.torch_threads = static_cast<int>(torch_threads);
+  if (auto budget = parse_byte_size(cpu_memory_budget); budget.ok()) o.cpu_memory_budget = *budget;
   return o;
 }
 

@@ -46,6 +46,7 @@ struct EngineFlags {
   bool prefix_caching = true;
   int64_t vision_threads = 1;
   int64_t torch_threads = 0;
+  std::string cpu_memory_budget = "auto";  // bytes ("12G", "12884901888") or auto
 
   // Ranges and choices, each error naming its flag ("--max-model-len must be in 16..1048576,
   // got 4"). `--device` is checked where it is resolved against the devices present.
@@ -69,6 +70,7 @@ enum class EngineFlag {
   kPrefixCaching,
   kVisionThreads,
   kTorchThreads,
+  kCpuMemoryBudget,
 };
 
 // A flag a command offers. `help`, when set, replaces the shared text, for a command that gives the

@@ -9,7 +9,9 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "common/memory.h"
 #include "engine/device.h"
+#include "engine/memory_plan.h"
 #include "engine/kernels/cpu_kernels.h"
 #include "engine/kernels/forward_batch.h"
 #include "engine/kernels/kv_cache.h"
@@ -17,6 +19,7 @@
 #include "engine/model/pixel_values.h"
 #include "engine/model/vision_model.h"
 #include "engine/sampler.h"
+#include "weights/cpu_allocator.h"
 #include "weights/loader.h"
 #include "weights/safetensors.h"
 
@@ -57,10 +60,26 @@ RunnerStats ModelRunner::stats() const {
 
 namespace {
 
-// Blocks for the KV cache: the given count, or what fits in free memory after one maximal step.
-int64_t size_kv_cache(const EngineOptions& options, const weights::LanguageConfig& lc,
-                      const std::string& device_name, at::Device device, at::ScalarType dtype,
-                      model::LanguageModel& language, spdlog::logger& logger) {
+// The weights' bytes once loaded in `dtype` (a bf16 file loaded as float32 doubles), and whether
+// any tensor is widened on the way.
+std::pair<int64_t, bool> loaded_weight_bytes(const weights::StateDict& state, at::ScalarType dtype) {
+  int64_t bytes = 0;
+  bool widened = false;
+  const int64_t element = static_cast<int64_t>(at::elementSize(dtype));
+  for (const std::string& name : state.names()) {
+    const weights::TensorInfo* info = state.info(name);
+    bytes += info->numel() * element;
+    if (element > weights::dtype_size(info->dtype)) widened = true;
+  }
+  return {bytes, widened};
+}
+
+// Blocks for the KV cache: the given count, or what fits after one maximal step (on the CPU,
+// within the memory budget: engine/memory_plan.h).
+StatusOr<int64_t> size_kv_cache(const EngineOptions& options, const weights::LanguageConfig& lc,
+                                const std::string& device_name, at::Device device,
+                                at::ScalarType dtype, int64_t cpu_budget, int64_t weight_bytes,
+                                model::LanguageModel& language, spdlog::logger& logger) {
   const int64_t per_block = KvCache::bytes_per_block(lc.num_hidden_layers, options.block_size,
                                                      lc.num_key_value_heads, lc.head_dim(),
                                                      at::elementSize(dtype));
@@ -73,6 +92,7 @@ int64_t size_kv_cache(const EngineOptions& options, const weights::LanguageConfi
     return options.num_kv_blocks;
   }
   // Peak activations: one maximal step through a throwaway cache, then measure what is left.
+  int64_t probe_bytes = 0;
   {
     KvCache probe = KvCache::allocate(lc.num_hidden_layers, needed, options.block_size,
                                       lc.num_key_value_heads, lc.head_dim(), dtype, device);
@@ -88,10 +108,30 @@ int64_t size_kv_cache(const EngineOptions& options, const weights::LanguageConfi
     batch.sequences.push_back(seq);
     batch.logits_rows = at::full({1}, t - 1, opts);
     (void)language->forward(batch, probe);
+    probe_bytes = per_block * needed;
+  }
+  if (!device.is_cuda()) {
+    // The step's activations and the throwaway cache are in the CPU allocator's cache now. The
+    // activations stay (every step needs them again); the throwaway cache is no part of the
+    // footprint, so the cache is emptied and the activations counted by their cached size.
+    const auto cached = static_cast<int64_t>(weights::cpu_allocator_stats().cached_bytes);
+    const int64_t activations = std::max<int64_t>(0, cached - probe_bytes);
+    weights::release_cached_cpu_memory();
+    KvCacheRequest kv{.bytes_per_block = per_block,
+                      .blocks_per_request = needed,
+                      .max_num_seqs = options.scheduler.max_num_seqs,
+                      .memory_fraction = options.kv_memory_fraction,
+                      .cap_bytes = options.max_kv_bytes_cpu,
+                      .max_model_len = options.scheduler.max_model_len};
+    DSOCR_ASSIGN_OR_RETURN(
+        CpuMemoryPlan plan,
+        plan_kv_cache(cpu_budget, weight_bytes, process_resident_bytes() + activations, kv));
+    logger.info("{}", plan.describe());
+    return plan.kv_blocks;
   }
   const int64_t free_bytes = free_memory_bytes(device_name);
-  int64_t budget = static_cast<int64_t>(options.kv_memory_fraction * static_cast<double>(free_bytes));
-  if (!device.is_cuda()) budget = std::min(budget, options.max_kv_bytes_cpu);
+  const int64_t budget =
+      static_cast<int64_t>(options.kv_memory_fraction * static_cast<double>(free_bytes));
   int64_t blocks = std::min(budget / per_block, needed * options.scheduler.max_num_seqs);
   if (blocks < needed) {
     logger.warn("only {} KV blocks fit in free memory; using the {} one request needs", blocks,
@@ -133,6 +173,17 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
   }
 
   DSOCR_ASSIGN_OR_RETURN(auto state, weights::StateDict::open(options.model_dir));
+  // On the CPU the weights must fit the memory budget before any of them is loaded.
+  const auto [weight_bytes, widened] = loaded_weight_bytes(state, impl->dtype);
+  int64_t cpu_budget = 0;
+  if (!impl->device.is_cuda()) {
+    const int64_t resident = process_resident_bytes();
+    cpu_budget = options.cpu_memory_budget > 0
+                     ? options.cpu_memory_budget
+                     : default_cpu_memory_budget(available_memory_bytes(), resident);
+    DSOCR_RETURN_IF_ERROR(check_weights_fit(cpu_budget, resident, weight_bytes,
+                                            widened && impl->dtype == at::kFloat));
+  }
   const auto started = Clock::now();
   impl->vision = model::VisionModel(config);
   DSOCR_RETURN_IF_ERROR(
@@ -145,8 +196,9 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
               ms_between(started, Clock::now()) / 1000);
 
   const auto& lc = config.language;
-  const int64_t blocks = size_kv_cache(options, lc, device_name, impl->device, impl->dtype,
-                                       impl->language, logger);
+  DSOCR_ASSIGN_OR_RETURN(const int64_t blocks,
+                         size_kv_cache(options, lc, device_name, impl->device, impl->dtype,
+                                       cpu_budget, weight_bytes, impl->language, logger));
   impl->cache = KvCache::allocate(lc.num_hidden_layers, blocks, options.block_size,
                                   lc.num_key_value_heads, lc.head_dim(), impl->dtype, impl->device);
   logger.info("KV cache: {} blocks of {} tokens ({} tokens, {:.2f} GiB)", blocks,

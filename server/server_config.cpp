@@ -109,7 +109,8 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
       {EngineFlag::kMaxModelLen, EngineFlag::kMaxNumSeqs, EngineFlag::kMaxNumBatchedTokens,
        EngineFlag::kMaxQueuedRequests, EngineFlag::kMaxPendingImageBytes,
        EngineFlag::kIdleMemoryReleaseMs, EngineFlag::kNumKvBlocks, EngineFlag::kKvMemoryFraction,
-       EngineFlag::kPrefixCaching, EngineFlag::kVisionThreads, EngineFlag::kTorchThreads},
+       EngineFlag::kPrefixCaching, EngineFlag::kVisionThreads, EngineFlag::kTorchThreads,
+       EngineFlag::kCpuMemoryBudget},
       engine::EngineFlagEnv::kWith);
   flags.add_string("log-level", &c.log_level, "trace, debug, info, warn, error, critical or off",
                    "DSOCR_LOG_LEVEL");

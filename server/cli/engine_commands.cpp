@@ -97,7 +97,8 @@ int cmd_generate(int argc, const char* const* argv) {
   flags.add_int("seed", &seed, "sampling seed (-1: random)");
   add_engine_flags(
       &flags, &engine_flags,
-      {{EngineFlag::kNumKvBlocks, "KV cache blocks (0: enough for one full-length request)"}},
+      {{EngineFlag::kNumKvBlocks, "KV cache blocks (0: enough for one full-length request)"},
+       EngineFlag::kCpuMemoryBudget},
       engine::EngineFlagEnv::kWithout);
   flags.add_bool("json", &as_json,
                  "print one JSON object (text, ids, prompt_ids, image_tokens, finish_reason)");
@@ -200,7 +201,7 @@ int cmd_bench(int argc, const char* const* argv) {
   flags.add_int("max-tokens", &max_tokens, "tokens generated per request");
   add_engine_flags(&flags, &engine_flags,
                    {EngineFlag::kMaxNumBatchedTokens, EngineFlag::kNumKvBlocks, EngineFlag::kDtype,
-                    EngineFlag::kDevice, EngineFlag::kPrefixCaching},
+                    EngineFlag::kDevice, EngineFlag::kPrefixCaching, EngineFlag::kCpuMemoryBudget},
                    engine::EngineFlagEnv::kWithout);
   flags.add_bool("json", &as_json, "print one JSON object");
   if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;

@@ -12,6 +12,7 @@
 #include <limits>
 #include <thread>
 
+#include "common/memory.h"
 #include "engine/engine.h"
 #include "tests/engine/engine_test_util.h"
 #include "vision/vision_workers.h"
@@ -527,4 +528,21 @@ TEST_CASE("max_tokens near INT64_MAX is over the context, not a wrapped sum",
     CHECK(seen.final->error.message().starts_with(kContextLengthExceeded));
   }
   check_all_freed(*engine);
+}
+
+TEST_CASE("an engine whose model cannot fit the CPU memory budget refuses to start",
+          "[engine][lifecycle]") {
+  EngineOptions o = base_options();
+  o.num_kv_blocks = 0;  // sized by the plan
+  o.cpu_memory_budget = 64ll << 20;  // less than the process holds already
+  auto refused = Engine::create(o);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == StatusCode::kResourceExhausted);
+  CHECK(refused.status().message().find("--cpu-memory-budget") != std::string::npos);
+  // A budget with room: the KV cache is sized within it.
+  o.cpu_memory_budget = process_resident_bytes() + (1ll << 30);
+  auto engine = Engine::create(o);
+  REQUIRE(engine.ok());
+  const EngineStats stats = (*engine)->stats();
+  CHECK(stats.kv_blocks > 0);
 }

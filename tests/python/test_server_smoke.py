@@ -1,5 +1,6 @@
 """The real dsocr-server binary, started the way the README starts it (--model demo)."""
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -107,3 +108,25 @@ def test_cli_resolves_model_like_the_server(tmp_path):
     missing = subprocess.run([str(BIN_DIR / "dsocr"), "generate", "--model", "org/none",
                               "--prompt", "x"], capture_output=True, text=True, timeout=60, env=env)
     assert missing.returncode == 1 and "--model demo" in missing.stderr
+
+
+def test_a_model_over_the_cpu_memory_budget_refuses_to_start(tmp_path):
+    env = {**os.environ, "DSOCR_CACHE_DIR": str(tmp_path / "cache")}
+    # The demo process holds ~0.6 GB before its KV cache; an 8192-token request needs 12 MiB of
+    # KV on the demo model, more than 1% of the ~100 MiB that 700M leaves.
+    for budget, needle in [("100M", "the model's weights need"),
+                           ("700M", "the KV cache for one request of --max-model-len 8192")]:
+        proc = subprocess.run([str(BIN_DIR / "dsocr-server"), "--model", "demo", "--port", "0",
+                               "--cpu-memory-budget", budget, "--kv-memory-fraction", "0.01"],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 1, (budget, proc.stderr[-2000:])
+        assert needle in proc.stderr + proc.stdout, (budget, proc.stderr[-2000:])
+        assert "--cpu-memory-budget" in proc.stderr + proc.stdout
+    # With room, the start-up log states the plan.
+    server = ServerProcess("--model", "demo", "--cpu-memory-budget", "3G", env=env)
+    try:
+        server.wait_healthy()
+    finally:
+        rc, log = server.stop()
+    assert rc == 0
+    assert "CPU memory plan: budget 3.00 GiB = weights" in log
