@@ -23,6 +23,13 @@ std::string finish_reason_of(engine::FinishReason reason) {
   return reason == engine::FinishReason::kLength ? "length" : "stop";
 }
 
+// `text` with every invalid UTF-8 sequence replaced by U+FFFD, as the server's JSON answers carry
+// it: both modes write the same files.
+std::string as_the_server_sends(const std::string& text) {
+  return json::parse(json(text).dump(-1, ' ', false, json::error_handler_t::replace))
+      .get<std::string>();
+}
+
 // ---------------------------------------------------------------------------------------------
 // In-process: the engine's public API, as the server's chat handler uses it.
 
@@ -56,7 +63,7 @@ class EngineRecognizer : public PageRecognizer {
       if (event->finish_reason == engine::FinishReason::kCancelled) {
         return unavailable("the engine cancelled the page");
       }
-      answer.text += text.finish();
+      answer.text = as_the_server_sends(answer.text + text.finish());
       answer.finish_reason = finish_reason_of(event->finish_reason);
       return answer;
     }
@@ -252,7 +259,7 @@ class ServerRecognizer : public PageRecognizer {
 
 StatusOr<std::unique_ptr<PageRecognizer>> make_engine_recognizer(engine::EngineFlags engine_flags,
                                                                  int concurrency,
-                                                                 RecognizeOptions options) {
+                                                                 const RecognizeOptions& options) {
   std::string prompt = options.prompt;
   if (prompt.empty()) {
     auto task_prompt = tokenizer::ocr_task_prompt(options.task);

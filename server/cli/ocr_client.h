@@ -51,7 +51,7 @@ class PageRecognizer {
 // The engine of `engine_flags` (--model resolved here), with room for `concurrency` requests.
 StatusOr<std::unique_ptr<PageRecognizer>> make_engine_recognizer(engine::EngineFlags engine_flags,
                                                                  int concurrency,
-                                                                 RecognizeOptions options);
+                                                                 const RecognizeOptions& options);
 
 struct ServerOptions {
   std::string url;         // http(s)://host:port, with or without a trailing slash or /v1

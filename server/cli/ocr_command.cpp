@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/files.h"
+#include "common/logging.h"
 #include "engine/engine_flags.h"
 #include "server/cli/commands.h"
 #include "server/cli/ocr_client.h"
@@ -232,12 +233,13 @@ int cmd_ocr(int argc, const char* const* argv) {
   engine_flags.model.clear();  // in-process: demo; --server: the server's first model
   std::string out_dir, server_url, api_key, pages_text, prompt, task = "document";
   int64_t concurrency = 4, max_tokens = 0;
+  std::string log_level = "warn";
   double timeout_s = 600;
   bool force = false, quiet = false;
   FlagSet flags("dsocr ocr",
                 "OCR documents (PDF pages, images) to markdown with layout boxes, in this "
-                "process or through a running server.\n"
-                "Usage: dsocr ocr FILE.pdf|IMAGE... --out DIR [--server URL] [--concurrency N]");
+                "process or through a running server:\n"
+                "  dsocr ocr FILE.pdf|IMAGE... --out DIR [--server URL] [--concurrency N]");
   flags.add_string("out", &out_dir, "output directory (required)");
   flags.add_string("server", &server_url,
                    "send pages to this dsocr-server (http://host:port) instead of running the "
@@ -251,6 +253,8 @@ int cmd_ocr(int argc, const char* const* argv) {
   flags.add_bool("force", &force, "redo pages an earlier run already wrote");
   flags.add_bool("quiet", &quiet, "only errors and the summary on stderr");
   flags.add_double("timeout", &timeout_s, "seconds per page request (--server)");
+  flags.add_string("log-level", &log_level,
+                   "the engine's log lines: trace, debug, info, warn, error, off");
   add_engine_flags(&flags, &engine_flags,
                    {{EngineFlag::kModel,
                      "model: demo (the default), a directory or a hub id; with --server, the "
@@ -270,6 +274,7 @@ int cmd_ocr(int argc, const char* const* argv) {
     std::cerr << "dsocr ocr: " << message << "\n";
     return 2;
   };
+  if (Status s = log::configure({.level = log_level}); !s.ok()) return usage_error(s.message());
   const std::vector<std::string>& inputs = flags.positionals();
   if (inputs.empty()) return usage_error("no input files (dsocr ocr FILE... --out DIR)");
   if (out_dir.empty()) return usage_error("--out DIR is required");
