@@ -109,7 +109,7 @@ TEST_CASE("the document's markdown joins pages with the official marker and fixe
   CHECK(document_markdown({}, true, "x").empty());
 }
 
-TEST_CASE("--pages takes N, N-M and N-", "[ocr]") {
+TEST_CASE("page ranges take N, N-M and N- (the --pages flag)", "[ocr]") {
   auto one = parse_page_range("3");
   REQUIRE(one.ok());
   CHECK(one->first == 3);
