@@ -85,11 +85,20 @@ vision::PdfLimits batch_pdf_limits() {
   return limits;
 }
 
+// A document with a failed page (or that cannot be read) has no document files: ones left by an
+// earlier run would not be this run's.
+void remove_document_files(const Document& document) {
+  std::error_code ec;
+  fs::remove(document.paths.markdown, ec);
+  fs::remove(document.paths.blocks, ec);
+}
+
 // Opens `document` and lists its selected pages; false (after reporting it) when it cannot.
 bool open_document(Document* document, const vision::PdfPageRange& range,
                    ProgressReporter* progress) {
   auto fail = [&](const std::string& message) {
     document->open_failed = true;
+    remove_document_files(*document);
     progress->document_failed(document->display, message);
     return false;
   };
@@ -197,14 +206,6 @@ Status write_document(const Document& document) {
   DSOCR_RETURN_IF_ERROR(write_file_atomically(document.paths.blocks, dump(pages)));
   return write_file_atomically(document.paths.markdown,
                                document_markdown(markdown, document.pdf, document.paths.name));
-}
-
-// A document with a failed page has no document files: ones left by an earlier run would not
-// be this run's.
-void remove_document_files(const Document& document) {
-  std::error_code ec;
-  fs::remove(document.paths.markdown, ec);
-  fs::remove(document.paths.blocks, ec);
 }
 
 // The document is finished in this run (every page done or failed): write or clear its files.
@@ -338,10 +339,9 @@ int cmd_ocr(int argc, const char* const* argv) {
     }
     document->pages_left = static_cast<int>(document->page_numbers.size()) - skipped;
     if (skipped) {
-      if (!quiet) {
-        std::fprintf(stderr, "%s: %d of %zu pages already written, skipped (--force redoes them)\n",
-                     document->display.c_str(), skipped, document->page_numbers.size());
-      }
+      progress.note(document->display + ": " + std::to_string(skipped) + " of " +
+                    std::to_string(document->page_numbers.size()) +
+                    " pages already written, skipped (--force redoes them)");
       progress.skipped(skipped);
     }
     if (document->pages_left == 0) finish_document(document.get(), &progress);
@@ -363,10 +363,8 @@ int cmd_ocr(int argc, const char* const* argv) {
       return 1;
     }
     recognizer = std::move(*made);
-    if (!quiet) {
-      std::fprintf(stderr, "dsocr ocr: %zu pages to do through %s, %lld at a time\n", jobs.size(),
-                   recognizer->description().c_str(), static_cast<long long>(concurrency));
-    }
+    progress.note("dsocr ocr: " + std::to_string(jobs.size()) + " pages to do through " +
+                  recognizer->description() + ", " + std::to_string(concurrency) + " at a time");
   }
 
   std::atomic<size_t> next_job{0};
@@ -393,6 +391,7 @@ int cmd_ocr(int argc, const char* const* argv) {
     }
   };
   std::vector<std::thread> threads;
+  progress.start();
   const size_t thread_count = std::min<size_t>(static_cast<size_t>(concurrency), jobs.size());
   for (size_t t = 0; t < thread_count; ++t) threads.emplace_back(worker);
   for (auto& t : threads) t.join();

@@ -115,6 +115,19 @@ void ProgressReporter::document_failed(std::string_view document, std::string_vi
   redraw_locked();
 }
 
+void ProgressReporter::start() {
+  std::lock_guard lock(mu_);
+  start_ = std::chrono::steady_clock::now();
+}
+
+void ProgressReporter::note(std::string_view line) {
+  std::lock_guard lock(mu_);
+  if (quiet_) return;
+  clear_bar_locked();
+  std::fprintf(out_, "%.*s\n", static_cast<int>(line.size()), line.data());
+  redraw_locked();
+}
+
 void ProgressReporter::finish() {
   std::lock_guard lock(mu_);
   counts_.elapsed_s =

@@ -3,8 +3,9 @@
 // otherwise one plain line per page ("page 3/12 of report.pdf done in 4.1 s"), so logs stay
 // readable. Failures are always printed on their own line, with the page number and the error.
 //
-// Rate and ETA count only pages recognised in this run (skipped pages took no time), from the
-// first page's start; no ETA until one page has finished.
+// Rate and ETA count only pages recognised in this run (skipped pages took no time), over the
+// time since start() (called when the pages start, after the model has loaded); no ETA until one
+// page has finished. The summary's time is that time too.
 //
 // Thread-safety: ProgressReporter's methods may be called from any thread (one mutex); the
 // format_* functions are pure.
@@ -54,6 +55,10 @@ class ProgressReporter {
                    std::string_view error);
   // A document that failed before its pages were known (unreadable, corrupt): one failure.
   void document_failed(std::string_view document, std::string_view error);
+  // The pages start now (the clock of the rate, the ETA and the summary).
+  void start();
+  // A line of its own (the bar, if shown, is cleared first and redrawn after); nothing when quiet.
+  void note(std::string_view line);
   // Clears the bar and prints the summary.
   void finish();
   ProgressCounts counts() const;
@@ -65,10 +70,10 @@ class ProgressReporter {
   std::FILE* out_;
   const bool terminal_;
   const bool quiet_;
-  const std::chrono::steady_clock::time_point start_;
   mutable std::mutex mu_;
-  ProgressCounts counts_;   // guarded by mu_
-  bool bar_shown_ = false;  // guarded by mu_
+  std::chrono::steady_clock::time_point start_;  // guarded by mu_
+  ProgressCounts counts_;                        // guarded by mu_
+  bool bar_shown_ = false;                       // guarded by mu_
 };
 
 }  // namespace dsocr::cli

@@ -183,6 +183,7 @@ TEST_CASE("the reporter prints plain lines off a terminal and a redrawn bar on o
     {
       ProgressReporter progress(out, terminal, 3, /*quiet=*/false);
       progress.skipped(1);
+      progress.note("doc.pdf: 1 of 3 pages already written");
       progress.page_ok("doc.pdf", 2, 3, 4.14);
       progress.page_failed("doc.pdf", 3, 3, "HTTP 400: bad");
       progress.finish();
@@ -195,9 +196,12 @@ TEST_CASE("the reporter prints plain lines off a terminal and a redrawn bar on o
     CHECK(text.find("3 pages: 1 ok, 1 failed, 1 skipped") != std::string::npos);
     if (terminal) {
       CHECK(text.find("\r[") != std::string::npos);
+      // A note never shares a line with the bar: the bar is erased first.
+      CHECK(text.find("\r\x1b[Kdoc.pdf: 1 of 3 pages already written\n\r[") != std::string::npos);
       CHECK(text.find("page 2/3 of doc.pdf done") == std::string::npos);
     } else {
       CHECK(text.find("page 2/3 of doc.pdf done in 4.1 s\n") != std::string::npos);
+      CHECK(text.find("doc.pdf: 1 of 3 pages already written\n") != std::string::npos);
       CHECK(text.find('\r') == std::string::npos);
     }
   }
