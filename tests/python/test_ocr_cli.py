@@ -249,9 +249,10 @@ def test_server_mode_against_dsocr_server(tmp_path, env):
 class FakeServer:
     """Answers /v1/models and chat completions from a script of (status, headers, body)."""
 
-    def __init__(self, replies, content):
+    def __init__(self, replies, content, page=None):
         self.replies = list(replies)
         self.content = content
+        self.page = page  # the answer's `pages[0]`, when set
         self.posts = []
         fake = self
 
@@ -280,9 +281,12 @@ class FakeServer:
                     self.send(status, {"error": {"message": error, "type": "x", "param": None,
                                                  "code": None}}, headers)
                     return
-                self.send(200, {"object": "chat.completion", "choices": [
+                answer = {"object": "chat.completion", "choices": [
                     {"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": fake.content}}]})
+                     "message": {"role": "assistant", "content": fake.content}}]}
+                if fake.page is not None:
+                    answer["pages"] = [fake.page]
+                self.send(200, answer)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -349,6 +353,25 @@ def test_a_400_fails_that_page_only(tmp_path):
     assert len(fake.posts) == 3  # a 400 is not retried
     assert (tmp_path / "out" / "doc" / "page_0002.md").read_text() == "plain text"
     assert not (tmp_path / "out" / "doc.md").exists()
+
+
+def test_the_servers_page_object_is_kept_and_renumbered(tmp_path):
+    write_pdf(tmp_path / "doc.pdf", PAGE_SIZES[:2])
+    page = {"index": 0, "page_number": 1, "width": 7, "height": 9, "finish_reason": "stop",
+            "text": "served", "blocks": [{"label": "", "text": "served", "bbox": None,
+                                          "bbox_norm": None}], "note": "from the server"}
+    fake = FakeServer([], "served", page)
+    try:
+        proc = ocr(tmp_path / "doc.pdf", "--out", tmp_path / "out", "--server", fake.url,
+                   timeout=120)
+    finally:
+        fake.close()
+    assert proc.returncode == 0, proc.stderr
+    pages = json.loads((tmp_path / "out" / "doc.blocks.json").read_text())
+    assert pages == [{**page, "index": 0, "page_number": 1}, {**page, "index": 1, "page_number": 2}]
+    assert json.loads((tmp_path / "out" / "doc" / "page_0002.json").read_text())["index"] == 1
+    # The boxes picture is the page as rendered, whatever size the server claims.
+    assert Image.open(tmp_path / "out" / "doc" / "page_0002_boxes.png").size == (400, 600)
 
 
 def test_progress_bar_on_a_terminal(tmp_path):
