@@ -6,6 +6,7 @@
 //   dsocr encode --model DIR --out FILE IMAGE...   vision encoder stages as safetensors
 //   dsocr generate --model M [--image FILE]... --prompt TEXT [...]   one offline request
 //   dsocr bench --model M [--image FILE]... --requests N --concurrency C --max-tokens M [--json]
+//   dsocr ocr FILE.pdf|IMAGE... --out DIR [--server URL] [--concurrency N]   documents to markdown
 //   dsocr download ORG/NAME[@REV] [--tokenizer-only]
 //   dsocr version
 // Each subcommand is one entry of kCommands; its code is in the file server/cli/commands.h names.
@@ -53,6 +54,7 @@ const Command kCommands[] = {
     {"generate", "one offline request through the engine (greedy by default)", cmd_generate},
     {"info", "build, libtorch, compute devices, model location", cmd_info},
     {"make-model", "write a random-weight checkpoint (tiny, small, full)", cmd_make_model},
+    {"ocr", "PDFs and images to markdown, boxes and page files (resumable)", cmd_ocr},
     {"preprocess", "show what the model sees of an image (plan.json + PNGs)", cmd_preprocess},
     {"tokenize", "JSON Lines text <-> token ids with a model's tokenizer", cmd_tokenize},
     {"version", "print the version", cmd_version},
