@@ -47,6 +47,10 @@ struct PdfDocument::State {
   std::string bytes;
   std::unique_ptr<poppler::document> document;
   std::mutex render_mutex;  // poppler does not promise concurrent renders of one document
+  // Callers of render_page() take turns: a page's time limit runs from its turn, not from when
+  // it began to wait behind the document's other pages (16 pages of one PDF in flight would
+  // otherwise time out on each other's renders).
+  std::mutex turn_mutex;
   std::atomic<int> abandoned_renders{0};
 };
 
@@ -186,6 +190,7 @@ StatusOr<RgbImage> PdfDocument::render_page(int number) const {
   if (info == nullptr) {
     return out_of_range("PDF page " + std::to_string(number) + " is not one of the selected pages");
   }
+  std::unique_lock turn(state_->turn_mutex);
   if (state_->abandoned_renders.load() > 0) {
     return invalid_argument("PDF page " + std::to_string(number) +
                             " not rendered: an earlier page of this PDF is still rendering past "

@@ -21,8 +21,9 @@
 //   global state, which is destroyed at exit.
 //
 // Thread-safety: open() and distinct documents are safe to use concurrently. One document's
-// render_page() calls are serialised by a lock inside it (poppler does not promise concurrent
-// renders of one document); render pages in parallel by opening the bytes once per worker.
+// render_page() calls take turns (poppler does not promise concurrent renders of one document);
+// each page's time limit starts with its turn. Render pages in parallel by opening the bytes once
+// per worker.
 // Poppler's own error messages (it prints them for every damaged file) are silenced
 // process-wide on first use.
 #pragma once

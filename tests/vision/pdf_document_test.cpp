@@ -320,3 +320,43 @@ TEST_CASE("pdf: a page over the render time limit is abandoned, bounded process-
   CHECK((*other)->render_page(1).ok());
   CHECK((*document)->render_page(2).ok());
 }
+
+TEST_CASE("pdf: pages of one document rendered at once take turns, each within its own limit") {
+  // A page of 10^2 filled paths: a fraction of a second each.
+  PdfWriter writer;
+  int form = writer.add(PdfWriter::stream("0.5 g 0 0 m 300 400 l 0 400 l h f",
+                                          "/Type /XObject /Subtype /Form /BBox [0 0 300 400]"));
+  for (int level = 0; level < 2; ++level) {
+    std::string draw;
+    for (int i = 0; i < 10; ++i) draw += "/F Do ";
+    form = writer.add(PdfWriter::stream(
+        draw, "/Type /XObject /Subtype /Form /BBox [0 0 300 400] /Resources << /XObject << /F " +
+                  std::to_string(form) + " 0 R >> >>"));
+  }
+  const TestPage page{300, 400, 0, "/F Do", "/XObject << /F " + std::to_string(form) + " 0 R >>"};
+  constexpr int kPages = 10;
+  const std::string pdf = make_pdf(std::vector<TestPage>(kPages, page), "", writer);
+  auto probe = open_pdf(pdf);
+  REQUIRE(probe.ok());
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE((*probe)->render_page(1).ok());
+  const auto one = std::chrono::steady_clock::now() - start;
+
+  // Each page may take 4x one render; all ten waiting on one another would need 10x.
+  PdfLimits limits;
+  limits.render_timeout = std::max(std::chrono::milliseconds(200),
+                                   std::chrono::duration_cast<std::chrono::milliseconds>(one * 4));
+  auto document = open_pdf(pdf, limits);
+  REQUIRE(document.ok());
+  std::vector<Status> results(kPages);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kPages; ++i) {
+    threads.emplace_back([&, i] { results[i] = (*document)->render_page(i + 1).status(); });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kPages; ++i) {
+    INFO("page " << i + 1 << ": " << results[i].message());
+    CHECK(results[i].ok());
+  }
+  CHECK(abandoned_pdf_renders() == 0);
+}
