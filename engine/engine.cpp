@@ -177,7 +177,8 @@ Status EngineImpl::init() {
 }
 
 StatusOr<std::shared_ptr<RequestStream>> EngineImpl::submit(GenerateRequest request) {
-  if (state_ != EngineState::kReady)
+  const EngineState state = state_.load();
+  if (state != EngineState::kReady && !(state == EngineState::kDraining && request.later_page))
     return Status(StatusCode::kUnavailable,
                   std::string("engine is ") + std::string(engine_state_name(state_.load())));
   DSOCR_RETURN_IF_ERROR(request.sampling.validate());

@@ -104,6 +104,10 @@ struct GenerateRequest {
   // Prefix-cache isolation: requests share KV blocks (and cached_tokens, image encodings) only
   // with requests of the same salt. Empty: the shared cache.
   std::string cache_salt;
+  // A later page of a document whose first page the engine already took: still taken while the
+  // engine drains (until drain()'s deadline), so a document in flight at SIGTERM finishes like
+  // any other request in flight instead of failing at its next page.
+  bool later_page = false;
 };
 
 // What one image is charged against max_pending_image_bytes at submit: its encoded bytes (or a
@@ -139,7 +143,8 @@ class Engine {
 
   virtual EngineState state() const = 0;
   virtual EngineStats stats() const = 0;
-  // Stops accepting, lets in-flight requests finish up to `timeout`, then ends every request
+  // Stops accepting (except later pages: GenerateRequest::later_page), lets in-flight requests
+  // finish up to `timeout`, then ends every request
   // still held (kCancelled with kUnavailable "the server is shutting down") and stops. Returns
   // at the deadline, plus the end of an engine step in progress; preparation tasks still queued
   // then do nothing.

@@ -126,6 +126,7 @@ struct ChatHandler::Call {
       } else {
         g = page_template;
         g.request_id = request_id + "-p" + std::to_string(page.page_number);
+        g.later_page = submitted > 0;  // a draining engine still takes it
         g.images.push_back(engine::ImageSource::pdf_page(document, page.page_number));
       }
       auto stream = engine->submit(std::move(g));

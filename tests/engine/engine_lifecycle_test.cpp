@@ -546,3 +546,33 @@ TEST_CASE("an engine whose model cannot fit the CPU memory budget refuses to sta
   const EngineStats stats = (*engine)->stats();
   CHECK(stats.kv_blocks > 0);
 }
+
+TEST_CASE("a draining engine takes only later pages of documents in flight",
+          "[engine][lifecycle]") {
+  auto engine = make_engine(base_options());
+  GenerateRequest running;
+  running.prompt = "Hi";
+  running.sampling.max_tokens = 400;
+  running.sampling.ignore_eos = true;
+  auto first = engine->submit(running);
+  REQUIRE(first.ok());
+  std::thread drainer([&] { engine->drain(std::chrono::seconds(60)); });
+  while (engine->state() != EngineState::kDraining)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  GenerateRequest page;
+  page.prompt = "Hi";
+  page.sampling.max_tokens = 3;
+  page.sampling.ignore_eos = true;
+  auto fresh = engine->submit(page);
+  CHECK(fresh.status().code() == StatusCode::kUnavailable);
+  page.later_page = true;
+  auto later = engine->submit(page);
+  REQUIRE(later.ok());
+  std::optional<StreamEvent> last;
+  while (auto e = (*later)->next(std::chrono::seconds(60))) last = std::move(e);
+  REQUIRE(last);
+  CHECK(last->finish_reason == FinishReason::kLength);
+  (*first)->cancel();
+  drainer.join();
+  CHECK(engine->state() == EngineState::kStopped);
+}

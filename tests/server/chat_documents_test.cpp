@@ -340,6 +340,33 @@ TEST_CASE("documents: a client that hangs up mid-document cancels its pages, and
   CHECK(s.engine->submitted == submitted);
 }
 
+TEST_CASE("documents: a PDF in flight when the engine starts draining finishes all its pages",
+          "[documents]") {
+  ServerConfig config;
+  config.max_pages_in_flight = 2;
+  ChatServer s(config);
+  s.engine->script = [](const engine::GenerateRequest& r) {
+    FakeEngine::Script script;
+    script.reply = with_eos("p" + std::to_string(page_of(r)));
+    script.token_delay = std::chrono::milliseconds(10);
+    return script;
+  };
+  const std::string pdf = dsocr::testing::make_pdf(std::vector<TestPage>(12, TestPage(100, 50)));
+  std::thread drain([&] {
+    while (s.engine->submitted < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    s.engine->engine_state = engine::EngineState::kDraining;  // SIGTERM
+  });
+  auto res = s.chat(pdf_request(pdf));
+  drain.join();
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(json::parse(res->body)["pages"].size() == 12);
+  CHECK(s.engine->submitted == 12);
+  // A new document is not taken any more.
+  auto refused = s.chat(pdf_request(pdf));
+  CHECK(refused->status == 503);
+}
+
 TEST_CASE("documents: a request with one image has one page object of the image's size",
           "[documents]") {
   ChatServer s;

@@ -59,6 +59,10 @@ class FakeEngine : public engine::Engine {
 
   StatusOr<std::shared_ptr<engine::RequestStream>> submit(engine::GenerateRequest r) override {
     if (!submit_error.ok()) return submit_error;
+    const engine::EngineState state = engine_state;
+    if (state != engine::EngineState::kReady &&
+        !(state == engine::EngineState::kDraining && r.later_page))
+      return unavailable("engine is draining");
     if (over_budget && over_budget(r)) {
       ++refused_over_budget;
       return resource_exhausted("too much image data is waiting to be processed; retry later");
