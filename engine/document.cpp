@@ -20,8 +20,8 @@ StatusOr<std::shared_ptr<const Document>> Document::open_pdf(std::string bytes,
   pdf_limits.max_pages = limits.max_pages;
   pdf_limits.max_page_pixels = limits.max_page_pixels;
   pdf_limits.render_timeout = limits.render_timeout;
-  DSOCR_ASSIGN_OR_RETURN(auto pdf, vision::PdfDocument::open(std::move(bytes), pdf_limits,
-                                                             {range.first, range.last}));
+  DSOCR_ASSIGN_OR_RETURN(
+      auto pdf, vision::PdfDocument::open(std::move(bytes), pdf_limits, {range.first, range.last}));
   auto impl = std::make_unique<Impl>();
   for (const vision::PdfPageInfo& page : pdf->pages()) {
     impl->pages.push_back({page.number, page.render_width, page.render_height});
@@ -29,8 +29,6 @@ StatusOr<std::shared_ptr<const Document>> Document::open_pdf(std::string bytes,
   impl->pdf = std::move(pdf);
   return std::shared_ptr<const Document>(new Document(std::move(impl)));
 }
-
-int Document::page_count() const { return impl_->pdf->page_count(); }
 
 const std::vector<DocumentPage>& Document::pages() const { return impl_->pages; }
 
@@ -45,6 +43,14 @@ StatusOr<vision::RgbImage> Document::render(int page_number) const {
 }
 
 bool looks_like_pdf(std::string_view bytes) {
+  if (bytes.starts_with("%PDF-")) return true;
+  // An image may carry the text in its metadata (a PNG comment "converted from %PDF-1.7"): the
+  // image formats' own signatures win.
+  using namespace std::string_view_literals;  // the signatures hold NUL bytes
+  constexpr std::string_view kImageSignatures[] = {
+      "\xFF\xD8\xFF"sv, "\x89PNG"sv, "GIF8"sv, "RIFF"sv, "BM"sv, "II*\0"sv, "MM\0*"sv};
+  for (std::string_view signature : kImageSignatures)
+    if (bytes.starts_with(signature)) return false;
   return bytes.substr(0, 1024).find("%PDF-") != std::string_view::npos;
 }
 

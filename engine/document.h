@@ -29,8 +29,8 @@ namespace dsocr::engine {
 
 struct DocumentLimits {
   int64_t max_bytes = 32ll << 20;
-  int max_pages = 200;                  // pages selected, not pages in the file
-  int64_t max_page_pixels = 40'000'000;  // of one page rendered at 144 dpi
+  int max_pages = 200;                               // pages selected, not pages in the file
+  int64_t max_page_pixels = 40'000'000;              // of one page rendered at 144 dpi
   std::chrono::milliseconds render_timeout{20'000};  // per page
 };
 
@@ -56,8 +56,7 @@ class Document {
                                                             PageRange range = {});
   ~Document();
 
-  int page_count() const;                           // in the file
-  const std::vector<DocumentPage>& pages() const;  // selected, in order
+  const std::vector<DocumentPage>& pages() const;   // selected, in order
   const DocumentPage* page(int page_number) const;  // one of pages(), or null
 
   // The page rendered at 144 dpi (for the engine's preparation workers).
@@ -69,7 +68,8 @@ class Document {
   std::unique_ptr<Impl> impl_;
 };
 
-// Whether bytes are a PDF: "%PDF-" in the first 1024 bytes, where PDF readers look for it.
+// Whether bytes are a PDF: they start with "%PDF-", or have it in their first 1024 bytes (where
+// PDF readers look for it) without starting like an image format.
 bool looks_like_pdf(std::string_view bytes);
 
 // One image of a GenerateRequest: encoded bytes (JPEG, PNG, WebP, ...; decoded with EXIF

@@ -7,7 +7,8 @@
 namespace dsocr::engine {
 
 int64_t default_cpu_memory_budget(int64_t available_bytes, int64_t resident_bytes) {
-  const int64_t total = std::max<int64_t>(0, available_bytes) + std::max<int64_t>(0, resident_bytes);
+  const int64_t total =
+      std::max<int64_t>(0, available_bytes) + std::max<int64_t>(0, resident_bytes);
   const int64_t margin = std::max<int64_t>(total / 10, int64_t{512} << 20);
   return std::max<int64_t>(0, total - margin);
 }
@@ -52,7 +53,8 @@ StatusOr<CpuMemoryPlan> plan_kv_cache(int64_t budget_bytes, int64_t weight_bytes
 std::string CpuMemoryPlan::describe() const {
   return "CPU memory plan: budget " + format_bytes(budget) + " = weights " + format_bytes(weights) +
          " + activations and the rest of the process " +
-         format_bytes(std::max<int64_t>(0, resident - weights)) + " (measured after a maximal step) + KV cache " + format_bytes(kv_bytes) + " + headroom " +
+         format_bytes(std::max<int64_t>(0, resident - weights)) +
+         " (measured after a maximal step) + KV cache " + format_bytes(kv_bytes) + " + headroom " +
          format_bytes(headroom());
 }
 

@@ -36,9 +36,9 @@ struct KvCacheRequest {
   int64_t bytes_per_block = 0;
   int64_t blocks_per_request = 0;  // one request of max_model_len
   int64_t max_num_seqs = 1;
-  double memory_fraction = 0.9;    // of what the budget has left
-  int64_t cap_bytes = 0;           // 0: no cap
-  int64_t max_model_len = 0;       // for the message
+  double memory_fraction = 0.9;  // of what the budget has left
+  int64_t cap_bytes = 0;         // 0: no cap
+  int64_t max_model_len = 0;     // for the message
 };
 
 struct CpuMemoryPlan {

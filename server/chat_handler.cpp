@@ -1,6 +1,9 @@
 #include "server/chat_handler.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -55,17 +58,22 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 // One engine request of a call: the call's only one, or one page of a PDF.
 struct ChatHandler::Page {
-  int index = 0;        // position in the answer
-  int page_number = 1;  // in the document
+  int page_number = 1;                             // in the document
   std::optional<engine::GenerateRequest> request;  // until submitted (PDF pages: built then)
   std::shared_ptr<engine::RequestStream> stream;
   Status submit_error;  // the engine refused it (final)
+  // Events of a page ahead of the one being read, taken from its stream once it ended (to see
+  // early that it failed); read before the stream's own.
+  std::deque<engine::StreamEvent> early_events;
+  bool ended_ahead = false;  // its final event is in early_events
   std::optional<CompletionText> text;
   std::string content;  // the page's text so far
   int64_t completion_tokens = 0;
   int width = 0, height = 0;  // of the image the boxes refer to; 0 when there is none
   bool finished = false;
+  bool stopped_by_string = false;  // a stop string ended it (so its cancellation is no error)
   engine::StreamEvent final_event;
+  Clock::time_point last_token;  // for the inter-token latency of tokens read as they come
 };
 
 // One request's state, on its handler thread.
@@ -79,13 +87,16 @@ struct ChatHandler::Call {
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
   std::vector<int32_t> end_ids;
   std::shared_ptr<const engine::Document> document;  // a PDF request's
-  engine::GenerateRequest page_template;              // a PDF page's request, less its image
+  engine::GenerateRequest page_template;             // a PDF page's request, less its image
   std::vector<Page> pages;
   size_t current = 0;    // the page being read; all before it are finished
   size_t submitted = 0;  // pages [0, submitted) were given to the engine (or refused)
+  // The first page known to have failed ahead of the one being read: no page after it is
+  // submitted, and a JSON answer fails at once.
+  size_t failed_ahead = SIZE_MAX;
   Clock::time_point budget_refused_since{};  // while pages[submitted] waits for the budget
+  Clock::time_point next_submit_try{};       // refused pages are retried this often, not per event
   Clock::time_point arrived = Clock::now();
-  Clock::time_point last_token;
   int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
@@ -93,7 +104,6 @@ struct ChatHandler::Call {
   engine::Usage usage;  // summed over the finished pages
   bool client_left = false;
   bool logged = false;
-  json page_objects = json::array();
 
   ~Call() {
     for (Page& page : pages)  // the client left or the server is stopping
@@ -113,11 +123,14 @@ struct ChatHandler::Call {
   }
 
   // Gives the engine the pages after the last submitted, up to max_pages_in_flight ahead of the
-  // page being read. The first page's refusal is final (the client gets the engine's 429/503);
-  // a later page's refusal for the pending-image budget is retried on the next call.
+  // page being read and never past a page that failed. The first page's refusal is final (the
+  // client gets the engine's 429/503); a later page's refusal for the pending-image budget is
+  // retried every disconnect_poll_ms, for up to page_submit_patience_ms.
   void submit_pages() {
     const size_t window = static_cast<size_t>(handler->options_.max_pages_in_flight);
-    while (submitted < pages.size() && submitted < current + window) {
+    const auto now = Clock::now();
+    if (now < next_submit_try) return;
+    while (submitted < pages.size() && submitted < current + window && submitted <= failed_ahead) {
       Page& page = pages[submitted];
       engine::GenerateRequest g;
       if (page.request) {
@@ -132,13 +145,16 @@ struct ChatHandler::Call {
       auto stream = engine->submit(std::move(g));
       if (!stream.ok()) {
         const Status& s = stream.status();
-        const auto now = Clock::now();
         if (submitted > 0 && s.code() == StatusCode::kResourceExhausted) {
           if (budget_refused_since == Clock::time_point{}) budget_refused_since = now;
-          if (now - budget_refused_since < milliseconds(handler->options_.page_submit_patience_ms))
-            return;  // retried when called again
+          const auto patience = milliseconds(handler->options_.page_submit_patience_ms);
+          if (now - budget_refused_since < patience) {
+            next_submit_try = now + milliseconds(handler->options_.disconnect_poll_ms);
+            return;
+          }
         }
         page.submit_error = s;
+        failed_ahead = std::min(failed_ahead, submitted);
         ++submitted;
         return;
       }
@@ -149,10 +165,36 @@ struct ChatHandler::Call {
     }
   }
 
+  // Takes the events of pages ahead of `current` whose requests have ended, so that a failed one
+  // is seen now rather than when its turn comes (its events are bounded by its max_tokens).
+  void collect_ended_pages() {
+    for (size_t i = current + 1; i < submitted; ++i) {
+      Page& page = pages[i];
+      if (!page.stream || page.ended_ahead || !page.stream->ended()) continue;
+      while (auto e = page.stream->next(milliseconds(0))) {
+        const bool final = e->finished;
+        const bool failed = final && e->finish_reason == engine::FinishReason::kError;
+        page.early_events.push_back(std::move(*e));
+        if (!final) continue;
+        page.ended_ahead = true;
+        if (failed) failed_ahead = std::min(failed_ahead, i);
+        break;
+      }
+    }
+  }
+
   // The next event of `page`, probing the client at least every disconnect_poll_ms (also while
   // events keep arriving) and submitting pages as room frees; nullopt when the client left or
-  // max_wait_ms passed. A page the engine refused yields its final error event.
-  std::optional<engine::StreamEvent> next_event(Page& page, int64_t max_wait_ms) {
+  // max_wait_ms passed. A page the engine refused yields its final error event. `*live` says
+  // whether the event was read as it came (not taken early: see collect_ended_pages).
+  std::optional<engine::StreamEvent> next_event(Page& page, int64_t max_wait_ms,
+                                                bool* live = nullptr) {
+    if (live) *live = false;
+    if (!page.early_events.empty()) {
+      engine::StreamEvent e = std::move(page.early_events.front());
+      page.early_events.pop_front();
+      return e;
+    }
     const auto poll_every = milliseconds(handler->options_.disconnect_poll_ms);
     const auto deadline = Clock::now() + milliseconds(max_wait_ms);
     auto last_probe = Clock::now() - poll_every;
@@ -161,6 +203,7 @@ struct ChatHandler::Call {
       if (now - last_probe >= poll_every) {
         last_probe = now;
         if (gone()) return std::nullopt;
+        collect_ended_pages();
       }
       submit_pages();  // the window moves as pages finish; refused pages are retried
       if (!page.stream) {
@@ -177,6 +220,7 @@ struct ChatHandler::Call {
       if (!page.stream) {
         std::this_thread::sleep_for(wait);  // waiting for the budget
       } else if (auto e = page.stream->next(wait)) {
+        if (live) *live = true;
         return e;
       }
       if (Clock::now() >= deadline) return std::nullopt;
@@ -185,18 +229,20 @@ struct ChatHandler::Call {
 
   // An engine event of `page` -> the page's new text; a stop string cancels the page's request
   // here. A final event finishes the page: its usage is added, its page object built.
-  std::string take(Page& page, engine::StreamEvent e) {
+  std::string take(Page& page, engine::StreamEvent e, bool live = true) {
     if (e.accepted && !pdf() && e.image_sizes.size() == 1) {
       page.width = e.image_sizes[0].width;
       page.height = e.image_sizes[0].height;
     }
     if (!e.token_ids.empty()) {
+      // Only gaps between tokens read as they came are latencies; a page read after it finished
+      // would add bursts of zeros.
       const auto now = Clock::now();
-      if (completion_tokens > 0) {
+      if (live && page.completion_tokens > 0 && page.last_token != Clock::time_point{}) {
         handler->metrics_->observe_inter_token_latency(
-            std::chrono::duration<double>(now - last_token).count());
+            std::chrono::duration<double>(now - page.last_token).count());
       }
-      last_token = now;
+      page.last_token = live ? now : Clock::time_point{};
     }
     std::string delta;
     if (page.text && !page.text->stopped_by_string()) {
@@ -207,6 +253,7 @@ struct ChatHandler::Call {
     }
     if (e.finished) {
       page.finished = true;
+      page.stopped_by_string = page.text && page.text->stopped_by_string();
       page.final_event = std::move(e);
       if (!failure(page)) {
         delta += page.text->finish();
@@ -220,21 +267,21 @@ struct ChatHandler::Call {
     return delta;
   }
 
-  // The page's text end: nothing, or the page-split marker after each page of a PDF. Call once
-  // per finished page, in order; it also records the page object.
-  std::string end_page(Page& page) {
-    if (has_page_objects() && page.width > 0 && page.height > 0) {
-      page_objects.push_back(page_json({.index = page.index,
-                                        .page_number = page.page_number,
-                                        .width = page.width,
-                                        .height = page.height,
-                                        .text = page.content,
-                                        .finish_reason = finish_reason(page),
-                                        .pdf_page = pdf(),
-                                        .markdown = request.markdown}));
-    }
-    return pdf() ? std::string(kPageSplitMarker) : std::string();
+  // A finished page's object (server/page_result.h), when the answer has them.
+  std::optional<json> page_object(const Page& page) const {
+    if (!has_page_objects() || page.width <= 0 || page.height <= 0) return std::nullopt;
+    return page_json({.index = static_cast<int>(&page - pages.data()),
+                      .page_number = page.page_number,
+                      .width = page.width,
+                      .height = page.height,
+                      .text = page.content,
+                      .finish_reason = finish_reason(page),
+                      .pdf_page = pdf(),
+                      .markdown = request.markdown});
   }
+
+  // What follows a page's text: the page split after each page of a PDF (spec §11.3).
+  std::string page_end() const { return pdf() ? std::string(kPageSplitMarker) : std::string(); }
 
   // How a finished page failed: refused by the engine, an engine error (by its typed reason), or
   // a cancellation nobody here asked for (the engine draining at shutdown). A stop string's own
@@ -246,17 +293,18 @@ struct ChatHandler::Call {
       error = ApiError{page.submit_error, {}, {}};
     } else if (reason == engine::FinishReason::kError) {
       error = engine_failure_error(page.final_event.failure, page.final_event.error, request_id);
-    } else if (reason == engine::FinishReason::kCancelled && !page.text->stopped_by_string()) {
+    } else if (reason == engine::FinishReason::kCancelled && !page.stopped_by_string) {
       error = engine_failure_error(engine::FailureReason::kShuttingDown, page.final_event.error,
                                    request_id);
     }
-    if (error && pdf()) error->status = error->status.with_context("page " + std::to_string(page.page_number));
+    if (error && pdf()) {
+      error->status = error->status.with_context("page " + std::to_string(page.page_number));
+    }
     return error;
   }
 
   std::string_view finish_reason(const Page& page) const {
-    return page.text->stopped_by_string() ? "stop"
-                                          : openai_finish_reason(page.final_event.finish_reason);
+    return page.stopped_by_string ? "stop" : openai_finish_reason(page.final_event.finish_reason);
   }
 
   // The call's finish_reason: "length" when any page was cut by max_tokens.
@@ -269,7 +317,7 @@ struct ChatHandler::Call {
   // Why generation stopped where the OpenAI reason cannot say (one engine request only).
   json stop_reason() const {
     if (pages.size() != 1) return nullptr;
-    if (pages[0].text->stopped_by_string()) return "stop_string";
+    if (pages[0].stopped_by_string) return "stop_string";
     if (pages[0].final_event.finish_reason == engine::FinishReason::kLoop) return "repetition_loop";
     return nullptr;
   }
@@ -277,7 +325,7 @@ struct ChatHandler::Call {
   // The metrics label and log word for how a successful call ended.
   std::string_view outcome() const {
     if (pages.size() != 1) return finish_reason();
-    return pages[0].text->stopped_by_string()
+    return pages[0].stopped_by_string
                ? "stop"
                : engine::finish_reason_name(pages[0].final_event.finish_reason);
   }
@@ -330,9 +378,8 @@ struct ChatHandler::Call {
     if (logged) return;
     logged = true;
     log::ScopedRequestId scoped(request_id);
-    const engine::StreamEvent* first = !pages.empty() && pages[0].finished
-                                           ? &pages[0].final_event
-                                           : nullptr;
+    const engine::StreamEvent* first =
+        !pages.empty() && pages[0].finished ? &pages[0].final_event : nullptr;
     const engine::FailureReason failure =
         failed_event ? failed_event->failure : engine::FailureReason::kNone;
     if (failure == engine::FailureReason::kStepFailed) {
@@ -342,9 +389,8 @@ struct ChatHandler::Call {
     const engine::Timings t = first ? first->timings : engine::Timings{};
     handler->metrics_->observe_request(
         {.finish_reason = result,
-         .failure = failure != engine::FailureReason::kNone
-                        ? engine::failure_reason_name(failure)
-                        : std::string_view(),
+         .failure = failure != engine::FailureReason::kNone ? engine::failure_reason_name(failure)
+                                                            : std::string_view(),
          .queue_s = t.queue_ms / 1000,
          .ttft_s = t.ttft_ms / 1000,
          .e2e_s = pages.size() == 1 ? t.total_ms / 1000 : seconds_since(arrived),
@@ -355,8 +401,8 @@ struct ChatHandler::Call {
         "chat {} {}: {} images, {} pages, prompt {} tokens ({} image, {} cached), completion {}, "
         "ttft {:.0f} ms, {:.0f} ms total, finish {}",
         status, request.stream ? "stream" : "json", request.images.size(), pages.size(),
-        usage.prompt_tokens, usage.image_tokens, usage.cached_tokens, completion_tokens,
-        t.ttft_ms, seconds_since(arrived) * 1000, result);
+        usage.prompt_tokens, usage.image_tokens, usage.cached_tokens, completion_tokens, t.ttft_ms,
+        seconds_since(arrived) * 1000, result);
   }
 };
 
@@ -438,20 +484,24 @@ void ChatHandler::run(Call& call) {
   }
 
   // A PDF becomes one engine request per selected page; anything else is one engine request.
-  const auto is_pdf = [](const engine::ImageSource& s) { return engine::looks_like_pdf(s.encoded); };
+  const auto is_pdf = [](const engine::ImageSource& s) {
+    return engine::looks_like_pdf(s.encoded);
+  };
   if (auto pdf = std::find_if(g.images.begin(), g.images.end(), is_pdf); pdf != g.images.end()) {
     const std::string& param = r.images[pdf - g.images.begin()].param;
     if (g.images.size() > 1) {
       return call.fail({invalid_argument("a PDF must be the only image or file of its request "
                                          "(send one request per document)"),
-                        param, {}});
+                        param,
+                        {}});
     }
     auto document = engine::Document::open_pdf(std::move(pdf->encoded), options_.document,
                                                r.pages.value_or(engine::PageRange{}));
     if (!document.ok()) {
       Status s = document.status();
       // A range past the last page is the client's mistake like any other bad field.
-      if (s.code() == StatusCode::kOutOfRange) return call.fail({invalid_argument(s.message()), "pages", {}});
+      if (s.code() == StatusCode::kOutOfRange)
+        return call.fail({invalid_argument(s.message()), "pages", {}});
       return call.fail({s, s.code() == StatusCode::kPayloadTooLarge ? std::string() : param, {}});
     }
     call.document = std::move(document).value();
@@ -459,7 +509,6 @@ void ChatHandler::run(Call& call) {
     call.page_template = std::move(g);
     for (const engine::DocumentPage& p : call.document->pages()) {
       Page& page = call.pages.emplace_back();
-      page.index = static_cast<int>(call.pages.size()) - 1;
       page.page_number = p.number;
       page.width = p.width;
       page.height = p.height;
@@ -467,7 +516,9 @@ void ChatHandler::run(Call& call) {
   } else {
     if (r.pages) {
       return call.fail(
-          {invalid_argument("pages: selects pages of a PDF, and this request has none"), "pages", {}});
+          {invalid_argument("pages: selects pages of a PDF, and this request has none"),
+           "pages",
+           {}});
     }
     call.pages.emplace_back().request = std::move(g);
   }
@@ -491,19 +542,34 @@ void ChatHandler::run(Call& call) {
   answer_json(call);
 }
 
-// Non-streaming: every page in order, then one answer.
+// Non-streaming: every page in order, then one answer; a page that fails (even ahead of the one
+// being read) is the answer at once.
 void ChatHandler::answer_json(Call& call) {
   std::string content;
+  json page_objects = json::array();
   for (; !call.finished(); ++call.current) {
     Page& page = call.pages[call.current];
     while (!page.finished) {
-      auto e = call.next_event(page, options_.keepalive_interval_ms);
+      if (call.failed_ahead < call.pages.size() && call.failed_ahead != call.current) {
+        Page& failed = call.pages[call.failed_ahead];
+        while (!failed.finished) {
+          if (auto e = call.next_event(failed, options_.keepalive_interval_ms)) {
+            call.take(failed, std::move(*e), false);
+          } else if (call.client_left) {
+            return call.abandon();
+          }
+        }
+        return call.fail(*call.failure(failed), &failed.final_event);
+      }
+      bool live = false;
+      auto e = call.next_event(page, options_.keepalive_interval_ms, &live);
       if (call.client_left) return call.abandon();
-      if (e) call.take(page, std::move(*e));
+      if (e) call.take(page, std::move(*e), live);
     }
     if (auto failed = call.failure(page)) return call.fail(*failed, &page.final_event);
     content += page.content;
-    content += call.end_page(page);
+    content += call.page_end();
+    if (auto object = call.page_object(page)) page_objects.push_back(std::move(*object));
   }
   json choice = {{"index", 0},
                  {"message", {{"role", "assistant"}, {"content", content}, {"refusal", nullptr}}},
@@ -517,7 +583,7 @@ void ChatHandler::answer_json(Call& call) {
                  {"system_fingerprint", system_fingerprint()},
                  {"choices", json::array({choice})},
                  {"usage", usage_json(call.usage, call.completion_tokens)}};
-  if (call.has_page_objects()) answer["pages"] = std::move(call.page_objects);
+  if (call.has_page_objects()) answer["pages"] = std::move(page_objects);
   http::HttpResponse response;
   response.headers = call.headers();
   response.body = dump(answer);
@@ -546,33 +612,39 @@ void ChatHandler::stream(Call& c, std::string pending) {
   for (; !c.finished(); ++c.current) {
     Page& page = c.pages[c.current];
     while (!page.finished) {
-      if (!delta.empty() && !sse.event(c.choice_chunk({{"content", delta}}, nullptr))) return left();
+      if (!delta.empty() && !sse.event(c.choice_chunk({{"content", delta}}, nullptr)))
+        return left();
       delta.clear();
-      auto e = c.next_event(page, options_.keepalive_interval_ms);
+      bool live = false;
+      auto e = c.next_event(page, options_.keepalive_interval_ms, &live);
       if (c.client_left) return left();
       if (!e) {
         if (!sse.keep_alive()) return left();
         continue;
       }
-      delta = c.take(page, std::move(*e));
+      delta = c.take(page, std::move(*e), live);
     }
     if (auto failed = c.failure(page)) {
       sse.event(error_event(*failed));
       if (!sse.done()) return left();
-      return c.record(
-          page.final_event.finish_reason == engine::FinishReason::kCancelled ? "cancelled" : "error",
-          200, &page.final_event);
+      return c.record(page.final_event.finish_reason == engine::FinishReason::kCancelled
+                          ? "cancelled"
+                          : "error",
+                      200, &page.final_event);
     }
-    // The page's last chunk: the rest of its text, the page split, and its page object.
-    const size_t objects_before = c.page_objects.size();
-    delta += c.end_page(page);
-    const bool has_object = c.page_objects.size() > objects_before;
-    if (!delta.empty() || has_object) {
+    // The page's last chunk: the rest of its text, the page split, and its page object. What
+    // the page held is freed then: a long document streams in the memory of a few pages.
+    delta += c.page_end();
+    std::optional<json> object = c.page_object(page);
+    if (!delta.empty() || object) {
       json last = c.choice_chunk({{"content", delta}}, nullptr);
-      if (has_object) last["pages"] = json::array({c.page_objects.back()});
+      if (object) last["pages"] = json::array({std::move(*object)});
       if (!sse.event(last)) return left();
     }
     delta.clear();
+    page.content = std::string();
+    page.text.reset();
+    page.final_event.prompt_ids = {};
   }
   json last = c.choice_chunk(json::object(), c.finish_reason());
   if (json reason = c.stop_reason(); !reason.is_null()) last["choices"][0]["stop_reason"] = reason;

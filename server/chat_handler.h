@@ -54,10 +54,10 @@ struct ChatHandlerOptions {
   std::string model_id;  // requests must name it
   ChatLimits limits;
   ImageFetchOptions fetch;
-  int64_t keepalive_interval_ms = 5'000;  // SSE comment while no token arrives
-  int64_t disconnect_poll_ms = 100;       // how often a waiting request probes its client
-  engine::DocumentLimits document;         // PDFs: bytes, pages, pixels, render time
-  int64_t max_pages_in_flight = 16;        // pages of one request with the engine at once
+  int64_t keepalive_interval_ms = 5'000;      // SSE comment while no token arrives
+  int64_t disconnect_poll_ms = 100;           // how often a waiting request probes its client
+  engine::DocumentLimits document;            // PDFs: bytes, pages, pixels, render time
+  int64_t max_pages_in_flight = 16;           // pages of one request with the engine at once
   int64_t page_submit_patience_ms = 120'000;  // retrying a later page the budget refuses
 };
 

@@ -118,7 +118,7 @@ ApiError read_content(const json& content, const std::string& where, const ChatL
         return field_error(
             at, "more than " + std::to_string(limits.max_images) + " images in one request");
       }
-      out->images.push_back({url->get<std::string>(), at + ".image_url.url", {}});
+      out->images.push_back({url->get<std::string>(), at + ".image_url.url"});
     } else if (*type == "file") {
       auto file = part.find("file");
       if (file == part.end() || !file->is_object()) {
@@ -133,19 +133,19 @@ ApiError read_content(const json& content, const std::string& where, const ChatL
         }
         return field_error(at + ".file.file_data", "is required");
       }
-      if (!data->is_string() || data->get_ref<const std::string&>().empty()) {
-        return field_error(at + ".file.file_data", "must be a non-empty data: URI string");
+      if (!data->is_string() || !data->get_ref<const std::string&>().starts_with("data:")) {
+        return field_error(at + ".file.file_data",
+                           "must be a data: URI (data:application/pdf;base64,...)");
       }
-      std::string filename;
+      // `filename` is OpenAI's; the document's name plays no part in OCR.
       if (auto name = file->find("filename"); name != file->end() && !name->is_null()) {
         if (!name->is_string()) return field_error(at + ".file.filename", "must be a string");
-        filename = name->get<std::string>();
       }
       if (static_cast<int64_t>(out->images.size()) >= limits.max_images) {
         return field_error(
             at, "more than " + std::to_string(limits.max_images) + " images in one request");
       }
-      out->images.push_back({data->get<std::string>(), at + ".file.file_data", std::move(filename)});
+      out->images.push_back({data->get<std::string>(), at + ".file.file_data"});
     } else {
       return field_error(at + ".type", "unsupported content part type " + type->dump() +
                                            " (expected \"text\", \"image_url\" or \"file\")");

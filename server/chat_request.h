@@ -40,9 +40,8 @@ struct ChatLimits {
 // An image_url part, or a file part (OpenAI's {"type": "file", "file": {"file_data": ...}}).
 // Either may hold a PDF, recognised by its bytes once fetched.
 struct ImageInput {
-  std::string url;       // data:, http(s):// or file:// URL, as sent (file parts: file_data)
-  std::string param;     // where it was in the request, for errors
-  std::string filename;  // a file part's filename, if given
+  std::string url;    // data:, http(s):// or file:// URL, as sent (file parts: a data: URI)
+  std::string param;  // where it was in the request, for errors
 };
 
 struct ChatRequest {

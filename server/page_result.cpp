@@ -9,7 +9,9 @@ namespace {
 
 using json = nlohmann::json;
 
-json array_of(const std::array<int, 4>& box) { return json::array({box[0], box[1], box[2], box[3]}); }
+json array_of(const std::array<int, 4>& box) {
+  return json::array({box[0], box[1], box[2], box[3]});
+}
 
 json block_json(const GroundingBlock& block) {
   json j = {{"label", block.label}, {"text", block.text}};
@@ -39,13 +41,10 @@ json page_json(const PageResultInput& page) {
   for (const GroundingBlock& block : parse_grounding(page.text, page.width, page.height)) {
     blocks.push_back(block_json(block));
   }
-  json j = {{"index", page.index},
-            {"page_number", page.page_number},
-            {"width", page.width},
-            {"height", page.height},
-            {"finish_reason", page.finish_reason},
-            {"text", page.text},
-            {"blocks", std::move(blocks)}};
+  json j = {
+      {"index", page.index},        {"page_number", page.page_number},     {"width", page.width},
+      {"height", page.height},      {"finish_reason", page.finish_reason}, {"text", page.text},
+      {"blocks", std::move(blocks)}};
   if (page.markdown) {
     MarkdownRewrite rewrite =
         rewrite_markdown(page.text, page.width, page.height,

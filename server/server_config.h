@@ -40,9 +40,9 @@ struct ServerConfig {
   bool allow_private_image_urls = false;
   std::string allowed_local_media_path;
   // PDFs (their bytes count against max_image_bytes).
-  int64_t max_pdf_pages = 200;            // pages selected from one PDF (413 above)
-  int64_t pdf_render_timeout_s = 20;      // per page
-  int64_t max_pages_in_flight = 16;       // pages of one request submitted to the engine at once
+  int64_t max_pdf_pages = 200;        // pages selected from one PDF (413 above)
+  int64_t pdf_render_timeout_s = 20;  // per page
+  int64_t max_pages_in_flight = 16;   // pages of one request submitted to the engine at once
   // Logs.
   std::string log_level = "info";
   std::string log_format = "text";

@@ -36,8 +36,12 @@ TEST_CASE("memory plan: weights that cannot fit are refused before loading", "[m
 
 TEST_CASE("memory plan: the KV cache gets its share of what is left, within its limits",
           "[memory_plan]") {
-  KvCacheRequest kv{.bytes_per_block = kMiB, .blocks_per_request = 100, .max_num_seqs = 64,
-                    .memory_fraction = 0.5, .cap_bytes = 0, .max_model_len = 1600};
+  KvCacheRequest kv{.bytes_per_block = kMiB,
+                    .blocks_per_request = 100,
+                    .max_num_seqs = 64,
+                    .memory_fraction = 0.5,
+                    .cap_bytes = 0,
+                    .max_model_len = 1600};
   auto plan = plan_kv_cache(10 * kGiB, 6 * kGiB, 8 * kGiB, kv);
   REQUIRE(plan.ok());
   CHECK(plan->kv_blocks == 1024);  // half of the 2 GiB left

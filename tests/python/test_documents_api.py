@@ -85,10 +85,12 @@ def reference_sizes(pdf: bytes):
 
 def test_pages_in_order_at_144_dpi(server):
     pdf = make_pdf(MIXED, ROTATIONS)
-    status, body = chat(server, request(pdf))
+    status, body = chat(server, request(pdf, max_tokens=16))
     assert status == 200, body
     answer = json.loads(body)
     pages = answer["pages"]
+    # Pages that read differently, or a swap would go unnoticed below.
+    assert len({p["text"] for p in pages}) == len(pages), [p["text"] for p in pages]
     assert [p["index"] for p in pages] == [0, 1, 2, 3]
     assert [p["page_number"] for p in pages] == [1, 2, 3, 4]
     assert [(p["width"], p["height"]) for p in pages] == reference_sizes(pdf)
@@ -97,7 +99,7 @@ def test_pages_in_order_at_144_dpi(server):
     # Each page's text is what that page alone gives: the pages were not mixed up.
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     for p in pages:
-        status, one = chat(server, request(pdf, pages=str(p["page_number"])))
+        status, one = chat(server, request(pdf, max_tokens=16, pages=str(p["page_number"])))
         assert status == 200, one
         single = json.loads(one)
         assert single["pages"][0]["text"] == p["text"]

@@ -5,10 +5,10 @@
 // max_pages_in_flight pages are with the engine at once; a page the image budget refuses waits
 // its turn; limits and malformed ranges are 4xx.
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 #include <map>
-#include <thread>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "server/page_result.h"
@@ -31,7 +31,8 @@ std::string base64(const std::string& bytes) {
   std::string out;
   size_t i = 0;
   for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
+    const uint32_t v =
+        (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
     for (int k = 18; k >= 0; k -= 6) out += abc[(v >> k) & 63];
   }
   if (i + 1 == bytes.size()) {
@@ -55,9 +56,10 @@ std::string three_page_pdf() {
 }
 
 json pdf_request(const std::string& pdf, json extra = json::object()) {
-  json part = {{"type", "file"},
-               {"file", {{"file_data", "data:application/pdf;base64," + base64(pdf)},
-                         {"filename", "doc.pdf"}}}};
+  json part = {
+      {"type", "file"},
+      {"file",
+       {{"file_data", "data:application/pdf;base64," + base64(pdf)}, {"filename", "doc.pdf"}}}};
   json r = {{"model", "ocr"},
             {"messages", json::array({{{"role", "user"}, {"content", json::array({part})}}})}};
   r.update(extra);
@@ -237,9 +239,9 @@ TEST_CASE("documents: limits, damaged PDFs and mixing a PDF with images are 4xx"
 TEST_CASE("documents: a PDF behind an image_url is recognised by its bytes", "[documents]") {
   ChatServer s;
   script_pages(s);
-  json part = {{"type", "image_url"},
-               {"image_url",
-                {{"url", "data:application/octet-stream;base64," + base64(three_page_pdf())}}}};
+  json part = {
+      {"type", "image_url"},
+      {"image_url", {{"url", "data:application/octet-stream;base64," + base64(three_page_pdf())}}}};
   json r = {{"model", "ocr"},
             {"messages", json::array({{{"role", "user"}, {"content", json::array({part})}}})}};
   auto res = s.chat(r);
@@ -365,6 +367,64 @@ TEST_CASE("documents: a PDF in flight when the engine starts draining finishes a
   // A new document is not taken any more.
   auto refused = s.chat(pdf_request(pdf));
   CHECK(refused->status == 503);
+}
+
+TEST_CASE(
+    "documents: a page that fails ahead of a slow one fails a JSON answer at once, and no "
+    "page after it starts",
+    "[documents]") {
+  ServerConfig config;
+  config.max_pages_in_flight = 4;
+  ChatServer s(config);
+  s.engine->script = [](const engine::GenerateRequest& r) {
+    FakeEngine::Script script;
+    script.reply = with_eos("page " + std::to_string(page_of(r)) + " text");
+    if (page_of(r) == 1) script.token_delay = std::chrono::milliseconds(400);  // ~2 s in all
+    if (page_of(r) == 2) script.prepare_error = invalid_argument("the page did not render");
+    return script;
+  };
+  const std::string pdf = dsocr::testing::make_pdf(std::vector<TestPage>(10, TestPage(100, 50)));
+  SECTION("non-streaming") {
+    const auto start = std::chrono::steady_clock::now();
+    auto res = s.chat(pdf_request(pdf));
+    const auto took = std::chrono::steady_clock::now() - start;
+    REQUIRE(res);
+    CHECK(res->status == 400);
+    CHECK(json::parse(res->body)["error"]["message"] == "page 2: the page did not render");
+    CHECK(took < std::chrono::milliseconds(1500));  // page 1 alone takes ~2 s
+  }
+  SECTION("streaming: page 1, then page 2's error; nothing after page 2 was started") {
+    auto res = s.chat(pdf_request(pdf, {{"stream", true}}));
+    REQUIRE(res);
+    auto events = sse_data(res->body);
+    CHECK(json::parse(events[events.size() - 2])["error"]["message"] ==
+          "page 2: the page did not render");
+    CHECK(res->body.find("page 1 text") != std::string::npos);
+  }
+  CHECK(s.engine->submitted == 4);  // the first window only
+}
+
+TEST_CASE("documents: an image whose metadata mentions %PDF- is still an image", "[documents]") {
+  using namespace std::string_literals;
+  CHECK(engine::looks_like_pdf("%PDF-1.7\n..."));
+  CHECK(engine::looks_like_pdf("junk before the header %PDF-1.4\n"));
+  CHECK_FALSE(engine::looks_like_pdf("\x89PNG\r\n\x1a\n...tEXtComment converted from %PDF-1.7"s));
+  CHECK_FALSE(engine::looks_like_pdf("\xFF\xD8\xFF\xE0 JFIF %PDF-1.4"s));
+  CHECK_FALSE(engine::looks_like_pdf("MM\0*...%PDF-"s));
+  CHECK_FALSE(engine::looks_like_pdf("an image without the marker"));
+}
+
+TEST_CASE("documents: a file part must carry a data: URI", "[documents]") {
+  ChatServer s;
+  json r = pdf_request(three_page_pdf());
+  r["messages"][0]["content"][0]["file"]["file_data"] = "https://example.com/doc.pdf";
+  auto res = s.chat(r);
+  CHECK(res->status == 400);
+  CHECK(json::parse(res->body)["error"]["param"] == "messages[0].content[0].file.file_data");
+  r = pdf_request(three_page_pdf());
+  r["messages"][0]["content"][0]["file"]["filename"] = 7;
+  CHECK(s.chat(r)->status == 400);
+  CHECK(s.engine->submitted == 0);
 }
 
 TEST_CASE("documents: a request with one image has one page object of the image's size",

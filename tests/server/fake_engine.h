@@ -104,7 +104,8 @@ class FakeEngine : public engine::Engine {
   void produce(const std::shared_ptr<engine::RequestStream>& stream, const Script& plan,
                const std::vector<engine::ImageSize>& sizes) {
     const int now_live = ++live;
-    for (int seen = most_live.load(); now_live > seen && !most_live.compare_exchange_weak(seen, now_live);) {
+    for (int seen = most_live.load();
+         now_live > seen && !most_live.compare_exchange_weak(seen, now_live);) {
     }
     bool step_failed = false;
     auto final_event = [&](engine::FinishReason reason, int64_t produced) {

@@ -14,8 +14,12 @@ TEST_CASE("page_json splits the text at its tags and scales the boxes to the pag
   const std::string text =
       "Intro\n<|ref|>title<|/ref|><|det|>[[0, 0, 999, 499]]<|/det|>\n# Heading\n"
       "<|ref|>text<|/ref|><|det|>[[100, 500, 300, 999], [10, 20, 30, 40]]<|/det|>\nBody";
-  json page = page_json({.index = 2, .page_number = 5, .width = 1191, .height = 1684,
-                         .text = text, .finish_reason = "stop"});
+  json page = page_json({.index = 2,
+                         .page_number = 5,
+                         .width = 1191,
+                         .height = 1684,
+                         .text = text,
+                         .finish_reason = "stop"});
   CHECK(page["index"] == 2);
   CHECK(page["page_number"] == 5);
   CHECK(page["width"] == 1191);
@@ -45,16 +49,22 @@ TEST_CASE("page_json adds the official markdown rewrite on request", "[page_resu
   const std::string text =
       "<|ref|>image<|/ref|><|det|>[[0, 0, 999, 999]]<|/det|>\n"
       "<|ref|>text<|/ref|><|det|>[[1, 1, 2, 2]]<|/det|>\nA \\coloneqq B";
-  json image = page_json({.width = 100, .height = 50, .text = text, .finish_reason = "length",
-                          .markdown = true});
+  json image = page_json(
+      {.width = 100, .height = 50, .text = text, .finish_reason = "length", .markdown = true});
   // The image script does not collapse newlines (the PDF script does).
   CHECK(image["markdown"] == "![](images/0.jpg)\n\n\nA := B");
   REQUIRE(image["images"].size() == 1);
   CHECK(image["images"][0]["path"] == "images/0.jpg");
   CHECK(image["images"][0]["bbox"] == json::array({0, 0, 100, 50}));
   // A PDF page names its images after the 0-based page, as the official PDF script does.
-  json pdf = page_json({.index = 0, .page_number = 3, .width = 100, .height = 50, .text = text,
-                        .finish_reason = "stop", .pdf_page = true, .markdown = true});
+  json pdf = page_json({.index = 0,
+                        .page_number = 3,
+                        .width = 100,
+                        .height = 50,
+                        .text = text,
+                        .finish_reason = "stop",
+                        .pdf_page = true,
+                        .markdown = true});
   CHECK(pdf["images"][0]["path"] == "images/2_0.jpg");
   CHECK(pdf["markdown"] == "![](images/2_0.jpg)\n\nA := B");
 }

@@ -68,8 +68,8 @@ inline std::string number(double v) {
 }
 
 // `extra` may add objects (forms) before the pages are written.
-inline std::string make_pdf(const std::vector<TestPage>& pages, const std::string& trailer_entries = "",
-                     PdfWriter writer = {}) {
+inline std::string make_pdf(const std::vector<TestPage>& pages,
+                            const std::string& trailer_entries = "", PdfWriter writer = {}) {
   const int catalog = writer.reserve();
   const int page_tree = writer.reserve();
   std::string kids;
