@@ -16,8 +16,12 @@
 // pages that finish first wait in their streams. The content is every page's text followed by
 // the official page-split marker (spec §11.3); the answer's `pages` array (server/page_result.h)
 // has each page's size and grounding blocks, and in a stream each page's last chunk carries its
-// page object. A page that fails fails the request with an error naming the page (in a stream:
-// an error event, then [DONE]). A request with exactly one image has one page object as well.
+// page object. A page that fails fails the request with an error naming the page: in a stream, an
+// error event after the pages before it, then [DONE]; a JSON answer as soon as the failure is
+// known, even while an earlier page is still being read. No page after a failed one is started.
+// Later pages are still submitted while the engine drains (GenerateRequest::later_page), so a
+// document in flight at SIGTERM finishes. A request with exactly one image has one page object
+// as well.
 //
 // The client going away cancels the request at whatever stage it is in: image fetches stop
 // (one deadline covers all of a request's fetches), and the engine request is cancelled whether it
