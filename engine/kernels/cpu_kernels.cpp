@@ -169,8 +169,8 @@ DSOCR_CPU_CLONES void attend_bf16(const PagedAttentionArgs& a, const DecodeQuery
 // One or two rows of x against four rows of w (their dot products). The accumulators are named
 // variables: GCC keeps an array of them on the stack, storing it every iteration (~35 instead of
 // ~55 GFLOPS). A row's result is the same whichever rows it is computed with.
-template <int kRows>
-DSOCR_INLINE void dot_block(const float* x, int64_t k_dim, const float* const* w, int64_t count,
+template <int kRows, typename W>
+DSOCR_INLINE void dot_block(const float* x, int64_t k_dim, const W* const* w, int64_t count,
                             float* out, int64_t out_stride) {
   v8f c00 = {}, c01 = {}, c02 = {}, c03 = {}, c10 = {}, c11 = {}, c12 = {}, c13 = {};
   for (int64_t k = 0; k < k_dim; k += 8) {
@@ -190,12 +190,14 @@ DSOCR_INLINE void dot_block(const float* x, int64_t k_dim, const float* const* w
 }
 
 // out[r][j] = dot(x[r], w[j]) for r < rows, j in [j0, j1): four rows of w at a time (they stay in
-// L1 while every row of x passes), two rows of x at a time.
-DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const float* w, int64_t k_dim, float* out,
+// L1 while every row of x passes), two rows of x at a time. W is float, or uint16_t for bfloat16
+// weights widened as they are loaded (the products and sums are float32 either way).
+template <typename W>
+DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const W* w, int64_t k_dim, float* out,
                             int64_t out_stride, int64_t j0, int64_t j1) {
   for (int64_t j = j0; j < j1; j += 4) {
     const int64_t nj = std::min<int64_t>(4, j1 - j);
-    const float* wr[4];
+    const W* wr[4];
     for (int i = 0; i < 4; ++i) wr[i] = w + (j + std::min<int64_t>(i, nj - 1)) * k_dim;
     int64_t r = 0;
     for (; r + 2 <= rows; r += 2)
@@ -205,13 +207,27 @@ DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const float* w, int64_
 }
 
 // One expert over its n gathered rows: rows [n, hidden] -> result [n, hidden].
-DSOCR_CPU_CLONES void expert_forward(const MoeArgs& a, int64_t e, const float* rows, int64_t n,
-                                     float* gate, float* up, float* result) {
+template <typename W>
+DSOCR_INLINE void expert_forward(const MoeArgs& a, int64_t e, const float* rows, int64_t n,
+                                 float* gate, float* up, float* result) {
   const int64_t h = a.hidden, i = a.inter;
-  matmul_nt(rows, n, a.w_gate + e * i * h, h, gate, i, 0, i);
-  matmul_nt(rows, n, a.w_up + e * i * h, h, up, i, 0, i);
+  const W* w_gate = static_cast<const W*>(a.w_gate);
+  const W* w_up = static_cast<const W*>(a.w_up);
+  const W* w_down = static_cast<const W*>(a.w_down);
+  matmul_nt(rows, n, w_gate + e * i * h, h, gate, i, 0, i);
+  matmul_nt(rows, n, w_up + e * i * h, h, up, i, 0, i);
   for (int64_t t = 0; t < n * i; ++t) gate[t] = gate[t] / (1.0f + std::exp(-gate[t])) * up[t];
-  matmul_nt(gate, n, a.w_down + e * h * i, i, result, h, 0, h);
+  matmul_nt(gate, n, w_down + e * h * i, i, result, h, 0, h);
+}
+
+DSOCR_CPU_CLONES void expert_forward_f32(const MoeArgs& a, int64_t e, const float* rows, int64_t n,
+                                         float* gate, float* up, float* result) {
+  expert_forward<float>(a, e, rows, n, gate, up, result);
+}
+
+DSOCR_CPU_CLONES void expert_forward_bf16(const MoeArgs& a, int64_t e, const float* rows,
+                                          int64_t n, float* gate, float* up, float* result) {
+  expert_forward<uint16_t>(a, e, rows, n, gate, up, result);
 }
 
 // Up to six rows of x against one panel: twelve accumulators (rows x two 8-lane halves of the
@@ -328,7 +344,10 @@ void moe_experts(const MoeArgs& a) {
       for (int64_t r = 0; r < n; ++r)
         std::memcpy(rows.data() + r * a.hidden, a.x + (list[r] / a.top_k) * a.hidden,
                     static_cast<size_t>(a.hidden) * sizeof(float));
-      expert_forward(a, e, rows.data(), n, gate.data(), up.data(), result.data());
+      if (a.weight_dtype == Dtype::kBFloat16)
+        expert_forward_bf16(a, e, rows.data(), n, gate.data(), up.data(), result.data());
+      else
+        expert_forward_f32(a, e, rows.data(), n, gate.data(), up.data(), result.data());
       for (int64_t r = 0; r < n; ++r)
         std::memcpy(results.data() + list[r] * a.hidden, result.data() + r * a.hidden,
                     static_cast<size_t>(a.hidden) * sizeof(float));

@@ -58,15 +58,18 @@ int parallel_threads();
 // on `small`, for 25 MFLOP.
 //
 // x: [tokens, hidden] float32; w_gate, w_up: [experts, inter, hidden]; w_down: [experts, hidden,
-// inter] (float32, contiguous). Assignment a = token * top_k + slot goes to expert
-// experts[a] with weight weights[a]. Writes out[tokens, hidden] = sum over a token's assignments
+// inter] (contiguous), float32 or bfloat16 (raw bits, `weight_dtype`): bfloat16 weights are
+// widened to float32 as they are loaded, so the arithmetic is float32 either way and a bfloat16
+// expert gives exactly what the same weights widened to float32 give. Assignment
+// a = token * top_k + slot goes to expert experts[a] with weight weights[a]. Writes out[tokens, hidden] = sum over a token's assignments
 // of weight * expert(x) (overwritten, not accumulated), each token's sum in slot order.
 struct MoeArgs {
   const float* x = nullptr;
   int64_t tokens = 0, hidden = 0, inter = 0, num_experts = 0, top_k = 0;
-  const float* w_gate = nullptr;
-  const float* w_up = nullptr;
-  const float* w_down = nullptr;
+  const void* w_gate = nullptr;
+  const void* w_up = nullptr;
+  const void* w_down = nullptr;
+  Dtype weight_dtype = Dtype::kFloat32;
   const int64_t* experts = nullptr;  // [tokens * top_k]
   const float* weights = nullptr;    // [tokens * top_k]
   float* out = nullptr;

@@ -72,10 +72,14 @@ at::Tensor MoeImpl::forward(const at::Tensor& x, bool reference) {
   auto [weights, experts] = scores.topk(k, -1, /*largest=*/true, /*sorted=*/false);
   weights = weights * config_.routed_scaling_factor;  // not renormalised (norm_topk_prob false)
   // Decode-sized batches on the CPU: one pass per expert in cpu_kernels.h (prefill is
-  // compute-bound and MKL's).
+  // compute-bound and MKL's). With bfloat16 weights the kernel reads them as they are and
+  // computes in float32: the expert part of keeping weights narrow on the CPU (issue #21; the
+  // bf16 decode step measured the same speed as libtorch's bf16 path, its time is elsewhere).
   constexpr int64_t kKernelMaxTokens = 64;
-  const bool kernel = !reference && x.is_cpu() && x.scalar_type() == at::kFloat &&
-                      x.size(0) <= kKernelMaxTokens && w_gate_.scalar_type() == at::kFloat &&
+  const bool float_or_bf16 = (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
+                             (w_gate_.scalar_type() == at::kFloat ||
+                              w_gate_.scalar_type() == at::kBFloat16);
+  const bool kernel = !reference && x.is_cpu() && float_or_bf16 && x.size(0) <= kKernelMaxTokens &&
                       engine::cpu::moe_supported(config_.hidden_size, config_.moe_intermediate_size);
   at::Tensor routed =
       kernel ? routed_cpu(x, experts, weights) : routed_reference(x, experts, weights);
@@ -84,7 +88,7 @@ at::Tensor MoeImpl::forward(const at::Tensor& x, bool reference) {
 
 at::Tensor MoeImpl::routed_cpu(const at::Tensor& x, const at::Tensor& experts,
                                const at::Tensor& weights) {
-  at::Tensor xc = x.contiguous();
+  at::Tensor xc = x.to(at::kFloat).contiguous();
   at::Tensor e = experts.to(at::kLong).contiguous();
   at::Tensor w = weights.to(at::kFloat).contiguous();
   at::Tensor out = at::empty_like(xc);
@@ -95,14 +99,16 @@ at::Tensor MoeImpl::routed_cpu(const at::Tensor& x, const at::Tensor& experts,
   args.inter = config_.moe_intermediate_size;
   args.num_experts = config_.n_routed_experts;
   args.top_k = config_.num_experts_per_tok;
-  args.w_gate = w_gate_.data_ptr<float>();
-  args.w_up = w_up_.data_ptr<float>();
-  args.w_down = w_down_.data_ptr<float>();
+  args.w_gate = w_gate_.data_ptr();
+  args.w_up = w_up_.data_ptr();
+  args.w_down = w_down_.data_ptr();
+  args.weight_dtype = w_gate_.scalar_type() == at::kBFloat16 ? engine::cpu::Dtype::kBFloat16
+                                                              : engine::cpu::Dtype::kFloat32;
   args.experts = e.data_ptr<int64_t>();
   args.weights = w.data_ptr<float>();
   args.out = out.data_ptr<float>();
   engine::cpu::moe_experts(args);
-  return out;
+  return out.to(x.scalar_type());
 }
 
 at::Tensor MoeImpl::routed_reference(const at::Tensor& x, const at::Tensor& experts,

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "engine/kernels/cpu_kernels.h"
 #include "engine/model/language_model.h"
 
 namespace dsocr::model {
@@ -47,6 +48,61 @@ TEST_CASE("MoE decode kernel output of a token does not depend on the other toke
   at::Tensor all = moe->forward(x);
   for (int64_t i = 0; i < 9; ++i)
     CHECK(at::allclose(moe->forward(x.slice(0, i, i + 1))[0], all[i], 1e-6, 1e-6));
+}
+
+TEST_CASE("MoE kernel with bfloat16 weights computes exactly what their float32 widening does",
+          "[moe]") {
+  at::NoGradGuard no_grad;
+  at::manual_seed(5);
+  const int64_t hidden = 64, inter = 40, experts = 8, top_k = 3, tokens = 7;
+  const at::Tensor w_gate = (at::randn({experts, inter, hidden}) * 0.1).to(at::kBFloat16);
+  const at::Tensor w_up = (at::randn({experts, inter, hidden}) * 0.1).to(at::kBFloat16);
+  const at::Tensor w_down = (at::randn({experts, hidden, inter}) * 0.1).to(at::kBFloat16);
+  const at::Tensor x = at::randn({tokens, hidden});
+  const at::Tensor chosen = at::randint(0, experts, {tokens * top_k}, at::kLong);
+  const at::Tensor weights = at::rand({tokens * top_k});
+  const auto run = [&](const at::Tensor& g, const at::Tensor& u, const at::Tensor& d) {
+    at::Tensor out = at::empty({tokens, hidden});
+    engine::cpu::MoeArgs args;
+    args.x = x.data_ptr<float>();
+    args.tokens = tokens;
+    args.hidden = hidden;
+    args.inter = inter;
+    args.num_experts = experts;
+    args.top_k = top_k;
+    args.w_gate = g.data_ptr();
+    args.w_up = u.data_ptr();
+    args.w_down = d.data_ptr();
+    args.weight_dtype = g.scalar_type() == at::kBFloat16 ? engine::cpu::Dtype::kBFloat16
+                                                          : engine::cpu::Dtype::kFloat32;
+    args.experts = chosen.data_ptr<int64_t>();
+    args.weights = weights.data_ptr<float>();
+    args.out = out.data_ptr<float>();
+    engine::cpu::moe_experts(args);
+    return out;
+  };
+  const at::Tensor narrow = run(w_gate, w_up, w_down);
+  const at::Tensor widened = run(w_gate.to(at::kFloat).contiguous(), w_up.to(at::kFloat).contiguous(),
+                                 w_down.to(at::kFloat).contiguous());
+  CHECK(at::equal(narrow, widened));
+  CHECK(narrow.abs().max().item<float>() > 0);
+}
+
+TEST_CASE("MoE decode kernel of a bfloat16 model agrees with libtorch's bfloat16 path", "[moe]") {
+  at::NoGradGuard no_grad;
+  Moe moe = random_moe(128, 64, 16, 6);
+  moe->to(at::kBFloat16);
+  moe->pack_experts();
+  for (int64_t tokens : {1, 4, 16}) {
+    CAPTURE(tokens);
+    at::Tensor x = at::randn({tokens, 128}).to(at::kBFloat16);
+    at::Tensor kernel = moe->forward(x).to(at::kFloat);
+    at::Tensor reference = moe->forward(x, /*reference=*/true).to(at::kFloat);
+    REQUIRE(kernel.scalar_type() == at::kFloat);
+    const double scale = std::max(1.0, reference.abs().max().item<double>());
+    // Both round to bfloat16 (8 bits of mantissa) at different points: a few ulps of it.
+    CHECK((kernel - reference).abs().max().item<double>() <= 3e-2 * scale);
+  }
 }
 
 }  // namespace
