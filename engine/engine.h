@@ -60,6 +60,9 @@ struct EngineOptions {
   std::filesystem::path model_dir;  // config.json, weights, tokenizer.json
   std::string device = "auto";      // auto | cpu | cuda[:N]
   std::string dtype = "auto";       // auto (bf16 on GPU, f32 on CPU) | float32 | bfloat16
+  // How the language model's weight matrices are kept on the CPU: auto (as the checkpoint stores
+  // them, never wider than the compute dtype) | float32 | bfloat16 | int8 (model_runner.cpp).
+  std::string weights = "auto";
   int64_t block_size = 16;
   int64_t num_kv_blocks = 0;             // 0: size from memory (kv_memory_fraction)
   double kv_memory_fraction = 0.9;       // of the memory left after weights and activations

@@ -27,6 +27,14 @@ void add_one(FlagSet* flags, EngineFlags* v, EngineFlag flag, std::string_view h
       return flags->add_string("dtype", &v->dtype,
                                help("auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16"),
                                env("DSOCR_DTYPE"));
+    case EngineFlag::kWeights:
+      return flags->add_string(
+          "weights", &v->weights,
+          help("how the language model's weight matrices are kept in memory on the CPU (compute "
+               "stays in --dtype): auto (as the checkpoint stores them, at most --dtype's width), "
+               "float32, bfloat16, int8 (a scale per 32 values: ~0.28x float32, a small error, "
+               "docs/cpu.md)"),
+          env("DSOCR_WEIGHTS"));
     case EngineFlag::kMaxModelLen:
       return flags->add_int("max-model-len", &v->max_model_len,
                             help("context limit: prompt + output tokens"),
@@ -116,6 +124,10 @@ Status EngineFlags::validate() const {
   if (dtype != "auto" && dtype != "float32" && dtype != "bfloat16") {
     return invalid_argument("--dtype must be auto, float32 or bfloat16");
   }
+  if (weights != "auto" && weights != "float32" && weights != "bfloat16" && weights != "int8") {
+    return invalid_argument("--weights must be auto, float32, bfloat16 or int8, got '" + weights +
+                            "'");
+  }
   return Status();
 }
 
@@ -124,6 +136,7 @@ EngineOptions EngineFlags::to_options(const std::filesystem::path& model_dir) co
   o.model_dir = model_dir;
   o.device = device;
   o.dtype = dtype;
+  o.weights = weights;
   o.num_kv_blocks = num_kv_blocks;
   o.kv_memory_fraction = kv_memory_fraction;
   o.prefix_caching = prefix_caching;

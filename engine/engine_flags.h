@@ -35,6 +35,7 @@ struct EngineFlags {
   std::string model{kDefaultModelSpec};
   std::string device = "auto";
   std::string dtype = "auto";
+  std::string weights = "auto";
   int64_t max_model_len = 8192;
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 2048;
@@ -59,6 +60,7 @@ enum class EngineFlag {
   kModel,
   kDevice,
   kDtype,
+  kWeights,
   kMaxModelLen,
   kMaxNumSeqs,
   kMaxNumBatchedTokens,

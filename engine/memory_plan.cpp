@@ -14,14 +14,16 @@ int64_t default_cpu_memory_budget(int64_t available_bytes, int64_t resident_byte
 }
 
 Status check_weights_fit(int64_t budget_bytes, int64_t resident_bytes, int64_t weight_bytes,
-                         bool widened_to_float32) {
+                         bool widened_to_float32, bool can_quantize) {
   if (resident_bytes + weight_bytes <= budget_bytes) return Status();
   std::string message = "the model's weights need " + format_bytes(weight_bytes);
   if (widened_to_float32) message += " as float32";
   message += " and the process holds " + format_bytes(resident_bytes) +
              " already, over the CPU memory budget of " + format_bytes(budget_bytes) +
              " (--cpu-memory-budget; by default what the machine has available, less a margin)";
-  if (widened_to_float32) message += "; --dtype bfloat16 halves the weights";
+  if (can_quantize)
+    message += "; --weights int8 keeps the language model's matrices in a quarter of float32's "
+               "memory (--weights bfloat16: half)";
   return resource_exhausted(message);
 }
 
@@ -44,7 +46,7 @@ StatusOr<CpuMemoryPlan> plan_kv_cache(int64_t budget_bytes, int64_t weight_bytes
         " is left after the weights and one maximal step (" + format_bytes(resident_bytes) +
         " resident, " + std::to_string(static_cast<int>(kv.memory_fraction * 100)) +
         "% of the rest for the KV cache); raise --cpu-memory-budget or --kv-memory-fraction, "
-        "lower --max-model-len or --max-num-batched-tokens, or use --dtype bfloat16");
+        "lower --max-model-len or --max-num-batched-tokens, or use --weights int8");
   }
   plan.kv_bytes = plan.kv_blocks * per_block;
   return plan;

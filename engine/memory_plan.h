@@ -3,8 +3,9 @@
 // activations of the largest step, the KV cache and what is left for everything else (images
 // waiting for the encoder, the HTTP bodies, the allocator's slack).
 //
-//   1. Before loading: the weights' size in the compute dtype (a bf16 checkpoint loaded as
-//      float32 takes twice its file) plus what the process already holds must fit, or the engine
+//   1. Before loading: the weights' size as they will be held (in the compute dtype, a bf16
+//      checkpoint loaded as float32 taking twice its file; the language model's matrices in
+//      --weights' format) plus what the process already holds must fit, or the engine
 //      refuses to start (check_weights_fit), before anything big is allocated.
 //   2. After loading and one maximal step through a throwaway cache: the process's resident
 //      memory is weights + activations + allocator cache as they really are. The KV cache gets
@@ -28,9 +29,10 @@ namespace dsocr::engine {
 int64_t default_cpu_memory_budget(int64_t available_bytes, int64_t resident_bytes);
 
 // Step 1. kResourceExhausted, naming the sizes and the flags that change them, when
-// resident + weights exceeds the budget.
+// resident + weights exceeds the budget. `can_quantize`: the language model's matrices are wider
+// than int8 (the message then names --weights int8).
 Status check_weights_fit(int64_t budget_bytes, int64_t resident_bytes, int64_t weight_bytes,
-                         bool widened_to_float32);
+                         bool widened_to_float32, bool can_quantize);
 
 struct KvCacheRequest {
   int64_t bytes_per_block = 0;

@@ -60,14 +60,57 @@ RunnerStats ModelRunner::stats() const {
 
 namespace {
 
-// The weights' bytes once loaded in `dtype` (a bf16 file loaded as float32 doubles), and whether
-// any tensor is widened on the way.
-std::pair<int64_t, bool> loaded_weight_bytes(const weights::StateDict& state, at::ScalarType dtype) {
+// How the language model's weight matrices are kept (EngineOptions::weights): nullopt for the
+// modules in the compute dtype (the GPU's and float32's only way), or a StoredWeight format.
+StatusOr<std::optional<cpu::WeightFormat>> stored_weight_format(const std::string& weights,
+                                                                at::ScalarType compute,
+                                                                bool cuda,
+                                                                const weights::StateDict& state) {
+  using Format = cpu::WeightFormat;
+  if (cuda) {
+    if (weights != "auto")
+      return invalid_argument("--weights " + weights +
+                              " is for the CPU; on a GPU the weights take --dtype");
+    return std::optional<Format>();
+  }
+  const bool compute_f32 = compute == at::kFloat;
+  if (weights == "int8") return std::optional<Format>(Format::kInt8);
+  if (weights == "float32") {
+    if (!compute_f32)
+      return invalid_argument("--weights float32 is wider than --dtype bfloat16");
+    return std::optional<Format>();
+  }
+  if (weights == "bfloat16")
+    return compute_f32 ? std::optional<Format>(Format::kBFloat16) : std::optional<Format>();
+  if (weights != "auto")
+    return invalid_argument("--weights must be auto, float32, bfloat16 or int8, got '" + weights +
+                            "'");
+  // auto: a bfloat16 checkpoint computed in float32 keeps its matrices as stored.
+  if (compute_f32) {
+    const weights::TensorInfo* head = state.info("lm_head.weight");
+    if (head != nullptr && head->dtype == weights::DType::kBF16)
+      return std::optional<Format>(Format::kBFloat16);
+  }
+  return std::optional<Format>();
+}
+
+// The weights' bytes once loaded (a bf16 file loaded as float32 doubles; stored matrices take
+// their format's), and whether any tensor is widened on the way.
+std::pair<int64_t, bool> loaded_weight_bytes(const weights::StateDict& state, at::ScalarType dtype,
+                                             std::optional<cpu::WeightFormat> stored) {
   int64_t bytes = 0;
   bool widened = false;
-  const int64_t element = static_cast<int64_t>(at::elementSize(dtype));
   for (const std::string& name : state.names()) {
     const weights::TensorInfo* info = state.info(name);
+    int64_t element = static_cast<int64_t>(at::elementSize(dtype));
+    if (stored && model::LanguageModelImpl::is_stored_matrix(name)) {
+      element = cpu::weight_format_bytes(*stored);
+      if (*stored == cpu::WeightFormat::kInt8 && info->shape.size() == 2)
+        bytes += info->shape[0] * cpu::int8_groups(info->shape[1]) * 4;  // the group scales
+    } else if (stored && model::LanguageModelImpl::is_embedding(name) &&
+               *stored != cpu::WeightFormat::kFloat32) {
+      element = 2;
+    }
     bytes += info->numel() * element;
     if (element > weights::dtype_size(info->dtype)) widened = true;
   }
@@ -174,7 +217,10 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
 
   DSOCR_ASSIGN_OR_RETURN(auto state, weights::StateDict::open(options.model_dir));
   // On the CPU the weights must fit the memory budget before any of them is loaded.
-  const auto [weight_bytes, widened] = loaded_weight_bytes(state, impl->dtype);
+  DSOCR_ASSIGN_OR_RETURN(
+      const std::optional<cpu::WeightFormat> stored,
+      stored_weight_format(options.weights, impl->dtype, impl->device.is_cuda(), state));
+  const auto [weight_bytes, widened] = loaded_weight_bytes(state, impl->dtype, stored);
   int64_t cpu_budget = 0;
   if (!impl->device.is_cuda()) {
     const int64_t resident = process_resident_bytes();
@@ -182,7 +228,8 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
                      ? options.cpu_memory_budget
                      : default_cpu_memory_budget(available_memory_bytes(), resident);
     DSOCR_RETURN_IF_ERROR(check_weights_fit(cpu_budget, resident, weight_bytes,
-                                            widened && impl->dtype == at::kFloat));
+                                            widened && impl->dtype == at::kFloat,
+                                            stored != cpu::WeightFormat::kInt8));
   }
   const auto started = Clock::now();
   impl->vision = model::VisionModel(config);
@@ -190,9 +237,12 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
       impl->vision->load(state, impl->dtype, impl->device).with_context("vision weights"));
   impl->language = model::LanguageModel(config.language);
   DSOCR_RETURN_IF_ERROR(
-      impl->language->load(state, impl->dtype, impl->device).with_context("language weights"));
-  logger.info("model {} loaded on {} ({}) in {:.1f} s", options.model_dir.string(), device_name,
-              impl->dtype == at::kFloat ? "float32" : "bfloat16",
+      impl->language->load(state, impl->dtype, impl->device, stored)
+          .with_context("language weights"));
+  const char* compute = impl->dtype == at::kFloat ? "float32" : "bfloat16";
+  logger.info("model {} loaded on {} ({}, language-model matrices {}, ~{} of weights) in {:.1f} s",
+              options.model_dir.string(), device_name, compute,
+              stored ? cpu::weight_format_name(*stored) : compute, format_bytes(weight_bytes),
               ms_between(started, Clock::now()) / 1000);
 
   const auto& lc = config.language;

@@ -72,9 +72,14 @@ Status load_module(torch::nn::Module& module, const StateDict& weights,
   }
   for (size_t i = 0; i < targets.size(); ++i) {
     const auto& [name, target] = targets[i];
-    DSOCR_ASSIGN_OR_RETURN(at::Tensor view, weights.get(options.prefix + name));
-    converted[i] = view.to(options.device.value_or(target.device()),
-                           options.dtype.value_or(target.scalar_type()));
+    const std::string full = options.prefix + name;
+    DSOCR_ASSIGN_OR_RETURN(at::Tensor view, weights.get(full));
+    const at::ScalarType dtype =
+        options.keep_checkpoint_dtype && options.keep_checkpoint_dtype(full)
+            ? view.scalar_type()
+            : options.dtype.value_or(target.scalar_type());
+    converted[i] = view.to(options.device.value_or(target.device()), dtype);
+    if (!converted[i].is_alias_of(view)) weights.release_pages(view);
   }
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < targets.size(); ++i) targets[i].second.set_data(converted[i]);

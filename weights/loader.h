@@ -4,13 +4,16 @@
 // present with its exact shape and a compatible dtype; every checkpoint tensor under the prefix
 // must be used. All problems are reported in one error (missing, unexpected, shape, dtype), and
 // nothing is assigned unless everything checks out: a module is never half-loaded. Tensors are
-// converted to the module's dtype and device (or LoadOptions') once, at load.
+// converted to the module's dtype and device (or LoadOptions') once, at load; the mapped pages of
+// a tensor that was copied are then released (SafetensorsFile::release_pages), so loading never
+// holds a tensor twice.
 //
 // Thread-safety: loads into one module from one thread; the StateDict may be shared.
 #pragma once
 
 #include <torch/nn/module.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,6 +32,9 @@ struct LoadOptions {
   // have been checked: halves the peak memory of loading a large model. The module is unusable
   // if a later conversion fails.
   bool discard_initial_values = false;
+  // Tensors that keep the checkpoint's dtype instead of `dtype` (on the CPU: the mapped bytes
+  // themselves, no copy), for a module that converts them itself (engine/model/stored_weight.h).
+  std::function<bool(const std::string& name)> keep_checkpoint_dtype;
 };
 
 Status load_module(torch::nn::Module& module, const StateDict& weights, const LoadOptions& options);

@@ -131,6 +131,16 @@ StatusOr<at::Tensor> SafetensorsFile::tensor(const TensorInfo& info) const {
       const_cast<char*>(ptr), info.shape, [owner](void*) { delete owner; }, options);
 }
 
+bool SafetensorsFile::release_pages(const void* data, size_t bytes) const {
+  const auto base = reinterpret_cast<uintptr_t>(data_);
+  const auto begin = reinterpret_cast<uintptr_t>(data), end = begin + bytes;
+  if (mapping_->size == 0 || begin < base || end > base + mapping_->size) return false;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  return true;
+}
+
 // ---- StateDict ----
 
 StatusOr<StateDict> StateDict::open(const fs::path& path) {
@@ -181,6 +191,7 @@ StatusOr<StateDict> StateDict::open(const fs::path& path) {
       }
       dict.entries_.emplace(it.key(), Entry{file, info});
     }
+    for (const auto& [name, file] : shards) dict.files_.push_back(file);
     if (index.contains("metadata") && index["metadata"].is_object()) {
       for (auto m = index["metadata"].begin(); m != index["metadata"].end(); ++m) {
         dict.metadata_[m.key()] =
@@ -192,6 +203,7 @@ StatusOr<StateDict> StateDict::open(const fs::path& path) {
   DSOCR_ASSIGN_OR_RETURN(auto file, SafetensorsFile::open(target));
   for (const auto& info : file->header().tensors)
     dict.entries_.emplace(info.name, Entry{file, &info});
+  dict.files_.push_back(file);
   dict.metadata_ = file->header().metadata;
   return dict;
 }
@@ -213,6 +225,13 @@ StatusOr<at::Tensor> StateDict::get(std::string_view name) const {
   if (it == entries_.end())
     return not_found("the checkpoint has no tensor '" + std::string(name) + "'");
   return it->second.file->tensor(*it->second.info);
+}
+
+void StateDict::release_pages(const at::Tensor& view) const {
+  if (!view.defined() || !view.is_cpu() || !view.is_contiguous()) return;
+  for (const auto& file : files_) {
+    if (file->release_pages(view.data_ptr(), view.nbytes())) return;
+  }
 }
 
 // ---- SafetensorsWriter ----

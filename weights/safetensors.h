@@ -42,6 +42,14 @@ class SafetensorsFile {
   // A CPU tensor viewing the mapped bytes (copied only if its offset is misaligned for its dtype).
   StatusOr<at::Tensor> tensor(std::string_view name) const;
   StatusOr<at::Tensor> tensor(const TensorInfo& info) const;
+  // Drops the mapped pages that lie wholly inside [data, data + bytes) from the process (madvise
+  // DONTNEED); a view that reads them later reads them from the file again. For after a tensor
+  // was copied (converted, quantized): its mapped pages would otherwise stay resident, and be
+  // counted in the process's memory, for as long as the mapping lives, so loading peaked at the
+  // file's size plus the converted weights. A page a view has written to loses that write: call
+  // it only for a tensor whose views are no longer used. False (nothing done) when the range is
+  // not inside this file's mapping.
+  bool release_pages(const void* data, size_t bytes) const;
 
  private:
   struct Mapping;  // an mmap of the whole file, unmapped when the last owner goes
@@ -61,6 +69,9 @@ class StateDict {
   size_t size() const { return entries_.size(); }
   const TensorInfo* info(std::string_view name) const;
   StatusOr<at::Tensor> get(std::string_view name) const;
+  // SafetensorsFile::release_pages for a tensor viewing one of this checkpoint's files; nothing
+  // for any other tensor (a copy, a misaligned tensor's aligned copy).
+  void release_pages(const at::Tensor& view) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
@@ -69,6 +80,7 @@ class StateDict {
     const TensorInfo* info;
   };
   std::map<std::string, Entry, std::less<>> entries_;
+  std::vector<std::shared_ptr<const SafetensorsFile>> files_;
   std::map<std::string, std::string> metadata_;
 };
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/check.h"
@@ -14,6 +15,13 @@
 
 // The vector types below never cross a non-inlined call boundary of another translation unit.
 #pragma GCC diagnostic ignored "-Wpsabi"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define DSOCR_HAVE_AVX2_PATH 1
+#else
+#define DSOCR_HAVE_AVX2_PATH 0
+#endif
 
 namespace dsocr::engine::cpu {
 namespace {
@@ -24,6 +32,7 @@ using v8f = float __attribute__((vector_size(32)));
 using v8i = int32_t __attribute__((vector_size(32)));
 using v8u = uint32_t __attribute__((vector_size(32)));
 using v8h = uint16_t __attribute__((vector_size(16)));
+using v8c = int8_t __attribute__((vector_size(8)));
 
 #define DSOCR_INLINE inline __attribute__((always_inline))
 
@@ -44,6 +53,12 @@ DSOCR_INLINE v8f load8(const uint16_t* p) {  // bfloat16: the high half of a flo
   v8f v;
   std::memcpy(&v, &w, sizeof v);
   return v;
+}
+
+DSOCR_INLINE v8f load8(const int8_t* p) {  // int8 quantized: the value before its row's scale
+  v8c c;
+  std::memcpy(&c, p, sizeof c);
+  return __builtin_convertvector(__builtin_convertvector(c, v8i), v8f);
 }
 
 DSOCR_INLINE float hsum(v8f v) {
@@ -169,8 +184,8 @@ DSOCR_CPU_CLONES void attend_bf16(const PagedAttentionArgs& a, const DecodeQuery
 // One or two rows of x against four rows of w (their dot products). The accumulators are named
 // variables: GCC keeps an array of them on the stack, storing it every iteration (~35 instead of
 // ~55 GFLOPS). A row's result is the same whichever rows it is computed with.
-template <int kRows, typename W>
-DSOCR_INLINE void dot_block(const float* x, int64_t k_dim, const W* const* w, int64_t count,
+template <int kRows>
+DSOCR_INLINE void dot_block(const float* x, int64_t k_dim, const float* const* w, int64_t count,
                             float* out, int64_t out_stride) {
   v8f c00 = {}, c01 = {}, c02 = {}, c03 = {}, c10 = {}, c11 = {}, c12 = {}, c13 = {};
   for (int64_t k = 0; k < k_dim; k += 8) {
@@ -190,14 +205,12 @@ DSOCR_INLINE void dot_block(const float* x, int64_t k_dim, const W* const* w, in
 }
 
 // out[r][j] = dot(x[r], w[j]) for r < rows, j in [j0, j1): four rows of w at a time (they stay in
-// L1 while every row of x passes), two rows of x at a time. W is float, or uint16_t for bfloat16
-// weights widened as they are loaded (the products and sums are float32 either way).
-template <typename W>
-DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const W* w, int64_t k_dim, float* out,
-                            int64_t out_stride, int64_t j0, int64_t j1) {
+// L1 while every row of x passes), two rows of x at a time.
+DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const float* w, int64_t k_dim,
+                            float* out, int64_t out_stride, int64_t j0, int64_t j1) {
   for (int64_t j = j0; j < j1; j += 4) {
     const int64_t nj = std::min<int64_t>(4, j1 - j);
-    const W* wr[4];
+    const float* wr[4];
     for (int i = 0; i < 4; ++i) wr[i] = w + (j + std::min<int64_t>(i, nj - 1)) * k_dim;
     int64_t r = 0;
     for (; r + 2 <= rows; r += 2)
@@ -206,28 +219,198 @@ DSOCR_INLINE void matmul_nt(const float* x, int64_t rows, const W* w, int64_t k_
   }
 }
 
-// One expert over its n gathered rows: rows [n, hidden] -> result [n, hidden].
 template <typename W>
-DSOCR_INLINE void expert_forward(const MoeArgs& a, int64_t e, const float* rows, int64_t n,
-                                 float* gate, float* up, float* result) {
+DSOCR_INLINE void widen_rows(const W* w, const float* scales, int64_t rows, int64_t cols,
+                             float* out) {
+  const int64_t groups = int8_groups(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; c += 8) {
+      v8f v = load8(w + r * cols + c);
+      if constexpr (std::is_same_v<W, int8_t>) v *= scales[r * groups + c / kInt8Group];
+      std::memcpy(out + r * cols + c, &v, sizeof v);
+    }
+  }
+}
+
+DSOCR_CPU_CLONES void widen_generic(const WeightMatrix& m, float* out) {
+  switch (m.format) {
+    case WeightFormat::kFloat32:
+      return widen_rows(static_cast<const float*>(m.data), nullptr, m.rows, m.cols, out);
+    case WeightFormat::kBFloat16:
+      return widen_rows(static_cast<const uint16_t*>(m.data), nullptr, m.rows, m.cols, out);
+    case WeightFormat::kInt8:
+      return widen_rows(static_cast<const int8_t*>(m.data), m.scales, m.rows, m.cols, out);
+  }
+}
+
+#if DSOCR_HAVE_AVX2_PATH
+// GCC widens an int8 vector to float32 lane by lane in portable vector code (~30 instructions for
+// eight values, which made int8 weights slower than float32 ones); AVX2 does it in two.
+__attribute__((target("avx2"))) void widen_int8_avx2(const WeightMatrix& m, float* out) {
+  const auto* q = static_cast<const int8_t*>(m.data);
+  const int64_t groups = int8_groups(m.cols);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const __m256 scale = _mm256_set1_ps(m.scales[r * groups + g]);
+      const int64_t c1 = std::min(m.cols, (g + 1) * kInt8Group);
+      for (int64_t c = g * kInt8Group; c < c1; c += 8) {
+        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + r * m.cols + c));
+        const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+        _mm256_storeu_ps(out + r * m.cols + c, _mm256_mul_ps(v, scale));
+      }
+    }
+  }
+}
+
+__attribute__((target("avx2"), always_inline)) inline __m256 widen8_avx2(const int8_t* p) {
+  return _mm256_cvtepi32_ps(
+      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+__attribute__((target("avx2"), always_inline)) inline __m256 widen8_avx2(const uint16_t* p) {
+  const __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
+}
+
+// Rows of x against rows [j0, j1) of a narrow W (int8 or bfloat16), four rows of W at a time,
+// each weight widened in a register (~4 instructions per eight weights, where widening into a
+// tile first took ~7; for int8, 3.8x float32's speed at one row, measured). The block of W is
+// read from memory for the first row of x and from L1 for the others, and every row of x is
+// computed by the same instructions, so a row's result does not depend on the other rows. The
+// four-row block four blocks ahead is prefetched while one is computed: a block is only 5 KiB of
+// int8, too short for the hardware prefetcher to follow (measured: 3.5 vs 9.4 GB/s of int8
+// weights a core). int8 partial sums are scaled once per group.
+template <typename W>
+__attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* x, int64_t x_rows,
+                                                       const WeightMatrix& w, float* out,
+                                                       int64_t out_stride, int64_t j0,
+                                                       int64_t j1) {
+  constexpr bool kInt8 = std::is_same_v<W, int8_t>;
+  constexpr int64_t kAheadRows = 16;
+  const int64_t k = w.cols, groups = int8_groups(k);
+  const W* base = static_cast<const W*>(w.data);
+  for (int64_t j = j0; j < j1; j += 4) {
+    const int64_t nj = std::min<int64_t>(4, j1 - j);
+    const W* r[4];
+    const float* sc[4] = {};
+    for (int i = 0; i < 4; ++i) {
+      const int64_t row = j + std::min<int64_t>(i, nj - 1);
+      r[i] = base + row * k;
+      if constexpr (kInt8) sc[i] = w.scales + row * groups;
+    }
+    const char* ahead = reinterpret_cast<const char*>(base + (j + kAheadRows) * k);
+    for (int64_t xr = 0; xr < x_rows; ++xr) {
+      const float* xv_row = x + xr * k;
+      const bool prefetch = xr == 0 && j + kAheadRows + 4 <= w.rows;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t g0 = 0; g0 < k; g0 += kInt8Group) {
+        const int64_t g1 = std::min(k, g0 + kInt8Group);
+        if (prefetch) {  // this group's share of the block ahead: 4 rows x 32 weights
+          const char* p = ahead + g0 * 4 * static_cast<int64_t>(sizeof(W));
+          for (int64_t b = 0; b < 4 * kInt8Group * static_cast<int64_t>(sizeof(W)); b += 64)
+            __builtin_prefetch(p + b);
+        }
+        __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
+        for (int64_t c = g0; c < g1; c += 8) {
+          const __m256 xv = _mm256_loadu_ps(xv_row + c);
+          t0 = _mm256_fmadd_ps(widen8_avx2(r[0] + c), xv, t0);
+          t1 = _mm256_fmadd_ps(widen8_avx2(r[1] + c), xv, t1);
+          t2 = _mm256_fmadd_ps(widen8_avx2(r[2] + c), xv, t2);
+          t3 = _mm256_fmadd_ps(widen8_avx2(r[3] + c), xv, t3);
+        }
+        if constexpr (kInt8) {
+          const int64_t g = g0 / kInt8Group;
+          a0 = _mm256_fmadd_ps(t0, _mm256_set1_ps(sc[0][g]), a0);
+          a1 = _mm256_fmadd_ps(t1, _mm256_set1_ps(sc[1][g]), a1);
+          a2 = _mm256_fmadd_ps(t2, _mm256_set1_ps(sc[2][g]), a2);
+          a3 = _mm256_fmadd_ps(t3, _mm256_set1_ps(sc[3][g]), a3);
+        } else {
+          a0 = _mm256_add_ps(a0, t0), a1 = _mm256_add_ps(a1, t1);
+          a2 = _mm256_add_ps(a2, t2), a3 = _mm256_add_ps(a3, t3);
+        }
+      }
+      float lanes[4][8];
+      _mm256_storeu_ps(lanes[0], a0);
+      _mm256_storeu_ps(lanes[1], a1);
+      _mm256_storeu_ps(lanes[2], a2);
+      _mm256_storeu_ps(lanes[3], a3);
+      for (int64_t i = 0; i < nj; ++i) {
+        const float* v = lanes[i];
+        out[xr * out_stride + j + i] =
+            ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+      }
+    }
+  }
+}
+#endif
+
+// Rows [first, first + count) of W as float32 into out [count, cols].
+void widen_range(const WeightMatrix& w, int64_t first, int64_t count, float* out) {
+  const WeightMatrix m = w.row_slice(first, count);
+#if DSOCR_HAVE_AVX2_PATH
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (m.format == WeightFormat::kInt8 && avx2) return widen_int8_avx2(m, out);
+#endif
+  widen_generic(m, out);
+}
+
+// Rows of W in a tile: narrow weights are widened a tile at a time into L1-sized float32 scratch,
+// then every row of x meets the tile; each weight is converted once however many rows x has.
+constexpr int64_t kTileRows = 4;
+
+DSOCR_CPU_CLONES void matmul_float(const float* x, int64_t rows, const float* w, int64_t k_dim,
+                                   float* out, int64_t out_stride, int64_t j0, int64_t j1) {
+  matmul_nt(x, rows, w, k_dim, out, out_stride, j0, j1);
+}
+
+// out[r][j] = dot(x[r], W[j]) for r < x_rows, j in [j0, j1) (out's row stride out_stride).
+// `tile` is scratch of kTileRows * w.cols floats.
+void linear_rows(const float* x, int64_t x_rows, const WeightMatrix& w, float* out,
+                 int64_t out_stride, int64_t j0, int64_t j1, float* tile) {
+  if (w.format == WeightFormat::kFloat32)
+    return matmul_float(x, x_rows, static_cast<const float*>(w.data), w.cols, out, out_stride, j0,
+                        j1);
+#if DSOCR_HAVE_AVX2_PATH
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) {
+    if (w.format == WeightFormat::kInt8)
+      return dot_rows_avx2<int8_t>(x, x_rows, w, out, out_stride, j0, j1);
+    return dot_rows_avx2<uint16_t>(x, x_rows, w, out, out_stride, j0, j1);
+  }
+#endif
+  // Elsewhere: widen a tile, then the float32 kernel.
+  for (int64_t j = j0; j < j1; j += kTileRows) {
+    const int64_t nj = std::min(kTileRows, j1 - j);
+    widen_range(w, j, nj, tile);
+    matmul_float(x, x_rows, tile, w.cols, out + j, out_stride, 0, nj);
+  }
+}
+
+// An expert with more rows than this widens its narrow weights to float32 first: the int8 and
+// bfloat16 loads cost more than the multiply once the weights sit in cache and many rows pass.
+constexpr int64_t kWidenExpertRows = 16;
+
+// One expert over its n gathered rows: rows [n, hidden] -> result [n, hidden]. `wide` is scratch
+// for the widened weights when n is large, `tile` for linear_rows otherwise.
+void expert_forward(const MoeArgs& a, int64_t e, const float* rows, int64_t n, float* gate,
+                    float* up, float* result, std::vector<float>& wide, std::vector<float>& tile) {
   const int64_t h = a.hidden, i = a.inter;
-  const W* w_gate = static_cast<const W*>(a.w_gate);
-  const W* w_up = static_cast<const W*>(a.w_up);
-  const W* w_down = static_cast<const W*>(a.w_down);
-  matmul_nt(rows, n, w_gate + e * i * h, h, gate, i, 0, i);
-  matmul_nt(rows, n, w_up + e * i * h, h, up, i, 0, i);
+  WeightMatrix g = a.gate.row_slice(e * i, i), u = a.up.row_slice(e * i, i),
+               d = a.down.row_slice(e * h, h);
+  if (n > kWidenExpertRows && g.format != WeightFormat::kFloat32) {
+    wide.resize(static_cast<size_t>(3 * i * h));
+    WeightMatrix* parts[3] = {&g, &u, &d};
+    for (int p = 0; p < 3; ++p) {
+      float* dst = wide.data() + p * i * h;
+      widen_range(*parts[p], 0, parts[p]->rows, dst);
+      *parts[p] = WeightMatrix{dst, nullptr, WeightFormat::kFloat32, parts[p]->rows, parts[p]->cols};
+    }
+  }
+  tile.resize(static_cast<size_t>(kTileRows * std::max(h, i)));
+  linear_rows(rows, n, g, gate, i, 0, i, tile.data());
+  linear_rows(rows, n, u, up, i, 0, i, tile.data());
   for (int64_t t = 0; t < n * i; ++t) gate[t] = gate[t] / (1.0f + std::exp(-gate[t])) * up[t];
-  matmul_nt(gate, n, w_down + e * h * i, i, result, h, 0, h);
-}
-
-DSOCR_CPU_CLONES void expert_forward_f32(const MoeArgs& a, int64_t e, const float* rows, int64_t n,
-                                         float* gate, float* up, float* result) {
-  expert_forward<float>(a, e, rows, n, gate, up, result);
-}
-
-DSOCR_CPU_CLONES void expert_forward_bf16(const MoeArgs& a, int64_t e, const float* rows,
-                                          int64_t n, float* gate, float* up, float* result) {
-  expert_forward<uint16_t>(a, e, rows, n, gate, up, result);
+  linear_rows(gate, n, d, result, h, 0, h, tile.data());
 }
 
 // Up to six rows of x against one panel: twelve accumulators (rows x two 8-lane halves of the
@@ -323,6 +506,10 @@ DSOCR_CPU_CLONES void panels_range(const float* x, int64_t rows, int64_t k_dim, 
 
 void moe_experts(const MoeArgs& a) {
   DSOCR_CHECK(moe_supported(a.hidden, a.inter));
+  DSOCR_CHECK(a.gate.format == a.up.format && a.up.format == a.down.format);
+  DSOCR_CHECK(a.gate.rows == a.num_experts * a.inter && a.gate.cols == a.hidden &&
+              a.up.rows == a.gate.rows && a.up.cols == a.hidden &&
+              a.down.rows == a.num_experts * a.hidden && a.down.cols == a.inter);
   const int64_t assignments = a.tokens * a.top_k;
   // Assignments grouped by expert, in assignment order within an expert.
   std::vector<std::vector<int64_t>> by_expert(static_cast<size_t>(a.num_experts));
@@ -332,7 +519,7 @@ void moe_experts(const MoeArgs& a) {
   }
   std::vector<float> results(static_cast<size_t>(assignments * a.hidden));  // per assignment
   at::parallel_for(0, a.num_experts, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> rows, gate, up, result;
+    std::vector<float> rows, gate, up, result, wide, tile;
     for (int64_t e = begin; e < end; ++e) {
       const auto& list = by_expert[static_cast<size_t>(e)];
       const int64_t n = static_cast<int64_t>(list.size());
@@ -344,10 +531,7 @@ void moe_experts(const MoeArgs& a) {
       for (int64_t r = 0; r < n; ++r)
         std::memcpy(rows.data() + r * a.hidden, a.x + (list[r] / a.top_k) * a.hidden,
                     static_cast<size_t>(a.hidden) * sizeof(float));
-      if (a.weight_dtype == Dtype::kBFloat16)
-        expert_forward_bf16(a, e, rows.data(), n, gate.data(), up.data(), result.data());
-      else
-        expert_forward_f32(a, e, rows.data(), n, gate.data(), up.data(), result.data());
+      expert_forward(a, e, rows.data(), n, gate.data(), up.data(), result.data(), wide, tile);
       for (int64_t r = 0; r < n; ++r)
         std::memcpy(results.data() + list[r] * a.hidden, result.data() + r * a.hidden,
                     static_cast<size_t>(a.hidden) * sizeof(float));
@@ -363,6 +547,66 @@ void moe_experts(const MoeArgs& a) {
       for (int64_t d = 0; d < a.hidden; ++d) o[d] += w * y[d];
     }
   }
+}
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kFloat32:
+      return "float32";
+    case WeightFormat::kBFloat16:
+      return "bfloat16";
+    case WeightFormat::kInt8:
+      return "int8";
+  }
+  return "?";
+}
+
+void linear(const float* x, int64_t x_rows, const WeightMatrix& w, float* out) {
+  DSOCR_CHECK(linear_supported(w.cols)) << w.cols << " columns";
+  if (x_rows == 0 || w.rows == 0) return;
+  // Blocks of 64 rows of W: ~20 per thread for a 1280-row projection, and a block (at most
+  // 64 x 1280 float32 = 320 KiB) is read once from memory whatever x_rows is.
+  at::parallel_for(0, (w.rows + 63) / 64, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> tile(static_cast<size_t>(kTileRows * w.cols));
+    linear_rows(x, x_rows, w, out, w.rows, begin * 64, std::min(w.rows, end * 64), tile.data());
+  });
+}
+
+void widen(const WeightMatrix& w, int64_t first, int64_t count, float* out) {
+  DSOCR_CHECK(linear_supported(w.cols)) << w.cols << " columns";
+  DSOCR_CHECK(first >= 0 && count >= 0 && first + count <= w.rows);
+  at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
+    widen_range(w, first + begin, end - begin, out + begin * w.cols);
+  });
+}
+
+void quantize_int8(const void* w, Dtype dtype, int64_t rows, int64_t cols, int8_t* q,
+                   float* scales) {
+  const int64_t groups = int8_groups(cols);
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        if (dtype == Dtype::kFloat32) {
+          row[c] = static_cast<const float*>(w)[r * cols + c];
+        } else {
+          const uint32_t bits = uint32_t{static_cast<const uint16_t*>(w)[r * cols + c]} << 16;
+          std::memcpy(&row[c], &bits, sizeof bits);
+        }
+      }
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t c0 = g * kInt8Group, c1 = std::min(cols, c0 + kInt8Group);
+        float max_abs = 0;
+        for (int64_t c = c0; c < c1; ++c) max_abs = std::max(max_abs, std::fabs(row[c]));
+        const float scale = max_abs / 127.0f;
+        scales[r * groups + g] = scale;
+        for (int64_t c = c0; c < c1; ++c) {
+          const float v = scale > 0 ? std::nearbyint(row[c] / scale) : 0.0f;
+          q[r * cols + c] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+        }
+      }
+    }
+  });
 }
 
 int parallel_threads() {

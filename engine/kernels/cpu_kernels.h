@@ -51,25 +51,74 @@ void paged_decode_attention(const PagedAttentionArgs& args, std::span<const Deco
 // silently: it cost every kernel half the machine before it was caught). Logged at engine start.
 int parallel_threads();
 
-// The routed experts of one MoE layer for a few tokens (decode steps). Per expert, its tokens'
-// rows go through gate/up, SiLU(gate) * up and down in one pass over that expert's weights, with
-// experts split over threads in one parallel region. libtorch's path runs ~8 ops per expert,
-// each a thread wake-up and an MKL call that repacks the weights: 12 ms per layer for 16 tokens
-// on `small`, for 25 MFLOP.
+// A weight matrix W [rows, cols], row-major and contiguous as a checkpoint stores it, in one of
+// the formats the CPU keeps language-model weights in (issue #21): float32, bfloat16 (raw bits,
+// used as stored), or int8 in groups of kInt8Group consecutive values of a row, each group with
+// its own float32 scale: W[r][c] = data[r][c] * scales[r][c / kInt8Group] (symmetric, scale =
+// max |group| / 127: quantize_int8; llama.cpp's Q8_0 groups the same way). Per-group rather than
+// per-row scales keep a few large values of a row from coarsening all the others. The kernels
+// widen each weight to float32 as it is loaded and compute in float32, so a narrow matrix gives
+// what its float32 widening (widen()) gives, up to the order of float32 sums.
+enum class WeightFormat { kFloat32, kBFloat16, kInt8 };
+constexpr int64_t weight_format_bytes(WeightFormat f) {
+  return f == WeightFormat::kFloat32 ? 4 : f == WeightFormat::kBFloat16 ? 2 : 1;
+}
+const char* weight_format_name(WeightFormat f);
+
+constexpr int64_t kInt8Group = 32;
+// Scale groups per row of an int8 matrix (the last one may be shorter).
+constexpr int64_t int8_groups(int64_t cols) { return (cols + kInt8Group - 1) / kInt8Group; }
+
+struct WeightMatrix {
+  const void* data = nullptr;
+  const float* scales = nullptr;  // kInt8 only: [rows, int8_groups(cols)]
+  WeightFormat format = WeightFormat::kFloat32;
+  int64_t rows = 0, cols = 0;
+
+  // Rows [first, first + count) as a matrix of their own (an expert of a stacked set).
+  WeightMatrix row_slice(int64_t first, int64_t count) const {
+    WeightMatrix m = *this;
+    m.data = static_cast<const char*>(data) + first * cols * weight_format_bytes(format);
+    if (scales != nullptr) m.scales = scales + first * int8_groups(cols);
+    m.rows = count;
+    return m;
+  }
+};
+
+// out[r][j] = dot(x[r], W[j]) for r < x_rows, j < w.rows: x [x_rows, w.cols] float32, out
+// [x_rows, w.rows] float32 (overwritten). One pass over W, split by rows of W over
+// at::parallel_for's threads; every row of x meets a block of W while it is in L1. A row's result
+// does not depend on the other rows of x (batch invariance). Meant for few rows (decode steps):
+// it is bound by reading W, which is why narrow weights make it faster; for many rows a
+// widen-then-sgemm path is faster (engine/model/stored_weight.h).
+void linear(const float* x, int64_t x_rows, const WeightMatrix& w, float* out);
+
+// W's rows [first, first + count) widened to float32, row-major into out [count, w.cols]
+// (exact: bfloat16 widens losslessly, int8 is data * scale in float32).
+void widen(const WeightMatrix& w, int64_t first, int64_t count, float* out);
+
+// Symmetric int8 quantization of a float32 or bfloat16 matrix [rows, cols] in groups (above):
+// scales[r][g] = max |group| / 127 (0 for an all-zero group), q = W / scale rounded to nearest
+// even, so |W - q * scale| <= scale / 2 elementwise. scales: [rows, int8_groups(cols)]. Parallel
+// over rows.
+void quantize_int8(const void* w, Dtype dtype, int64_t rows, int64_t cols, int8_t* q, float* scales);
+
+// The routed experts of one MoE layer (decode steps; with narrow weights, every step). Per
+// expert, its tokens' rows go through gate/up, SiLU(gate) * up and down in one pass over that
+// expert's weights, with experts split over threads in one parallel region. libtorch's path runs
+// ~8 ops per expert, each a thread wake-up and an MKL call that repacks the weights: 12 ms per
+// layer for 16 tokens on `small`, for 25 MFLOP. An expert with many tokens (prefill) first widens
+// its narrow weights into float32 scratch, so the conversion is paid once, not once per row.
 //
-// x: [tokens, hidden] float32; w_gate, w_up: [experts, inter, hidden]; w_down: [experts, hidden,
-// inter] (contiguous), float32 or bfloat16 (raw bits, `weight_dtype`): bfloat16 weights are
-// widened to float32 as they are loaded, so the arithmetic is float32 either way and a bfloat16
-// expert gives exactly what the same weights widened to float32 give. Assignment
-// a = token * top_k + slot goes to expert experts[a] with weight weights[a]. Writes out[tokens, hidden] = sum over a token's assignments
-// of weight * expert(x) (overwritten, not accumulated), each token's sum in slot order.
+// x: [tokens, hidden] float32; the stacked expert weights gate, up: [experts * inter, hidden],
+// down: [experts * hidden, inter] (expert e's rows follow expert e-1's), any WeightFormat, all
+// three the same. Assignment a = token * top_k + slot goes to expert experts[a] with weight
+// weights[a]. Writes out[tokens, hidden] = sum over a token's assignments of weight * expert(x)
+// (overwritten, not accumulated), each token's sum in slot order.
 struct MoeArgs {
   const float* x = nullptr;
   int64_t tokens = 0, hidden = 0, inter = 0, num_experts = 0, top_k = 0;
-  const void* w_gate = nullptr;
-  const void* w_up = nullptr;
-  const void* w_down = nullptr;
-  Dtype weight_dtype = Dtype::kFloat32;
+  WeightMatrix gate, up, down;
   const int64_t* experts = nullptr;  // [tokens * top_k]
   const float* weights = nullptr;    // [tokens * top_k]
   float* out = nullptr;
@@ -78,6 +127,8 @@ void moe_experts(const MoeArgs& args);
 inline bool moe_supported(int64_t hidden, int64_t inter) {
   return hidden % 8 == 0 && inter % 8 == 0 && hidden > 0 && inter > 0;
 }
+// linear() and widen() need cols % 8 == 0.
+inline bool linear_supported(int64_t cols) { return cols > 0 && cols % 8 == 0; }
 
 // x·Wᵀ for a few rows of x against a large W packed once into column panels: the CPU lm_head
 // (129,280 x hidden), where MKL's sgemm reaches ~50 GFLOPS at 16 rows on a Zen 3 core pair and

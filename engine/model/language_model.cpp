@@ -21,7 +21,42 @@ at::Tensor norm_weight(torch::nn::Module& parent, const char* name, int64_t dim)
   return holder->register_parameter("weight", at::ones({dim}));
 }
 
+// A stacked [E, rows, cols] float32 or bfloat16 tensor as the kernels' [E * rows, cols] matrix.
+engine::cpu::WeightMatrix stacked_matrix(const at::Tensor& w) {
+  engine::cpu::WeightMatrix m;
+  m.data = w.data_ptr();
+  m.format = w.scalar_type() == at::kBFloat16 ? engine::cpu::WeightFormat::kBFloat16
+                                              : engine::cpu::WeightFormat::kFloat32;
+  m.rows = w.size(0) * w.size(1);
+  m.cols = w.size(2);
+  return m;
+}
+
+void empty_parameter(at::Tensor& parameter) {
+  at::NoGradGuard no_grad;
+  parameter.set_data(at::empty({0}, parameter.options()));
+}
+
 }  // namespace
+
+StoredWeight WeightStore::take(torch::nn::Linear& linear) const {
+  const at::Tensor source = linear->weight.data();
+  StoredWeight stored = StoredWeight::make(source, format);
+  empty_parameter(linear->weight);
+  if (state != nullptr && stored.matrix().data != source.data_ptr()) state->release_pages(source);
+  return stored;
+}
+
+StoredWeight WeightStore::take_stacked(const std::vector<torch::nn::Linear*>& linears) const {
+  std::vector<at::Tensor> sources;
+  for (torch::nn::Linear* linear : linears) sources.push_back((*linear)->weight.data());
+  StoredWeight stored = StoredWeight::stack(sources, format);
+  for (torch::nn::Linear* linear : linears) empty_parameter((*linear)->weight);
+  if (state != nullptr) {
+    for (const at::Tensor& source : sources) state->release_pages(source);
+  }
+  return stored;
+}
 
 SwiGluMlpImpl::SwiGluMlpImpl(int64_t hidden, int64_t intermediate) {
   gate_proj = register_module("gate_proj", linear_no_bias(hidden, intermediate));
@@ -30,7 +65,14 @@ SwiGluMlpImpl::SwiGluMlpImpl(int64_t hidden, int64_t intermediate) {
 }
 
 at::Tensor SwiGluMlpImpl::forward(const at::Tensor& x) {
-  return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  return project(down_proj, down_,
+                 at::silu(project(gate_proj, gate_, x)) * project(up_proj, up_, x));
+}
+
+void SwiGluMlpImpl::store(const WeightStore& store) {
+  gate_ = store.take(gate_proj);
+  up_ = store.take(up_proj);
+  down_ = store.take(down_proj);
 }
 
 MoeImpl::MoeImpl(const weights::LanguageConfig& config) : config_(config) {
@@ -66,6 +108,19 @@ void MoeImpl::pack_experts() {
   }
 }
 
+void MoeImpl::store(const WeightStore& store) {
+  std::vector<torch::nn::Linear*> gates, ups, downs;
+  for (auto& e : experts_) {
+    gates.push_back(&e->gate_proj);
+    ups.push_back(&e->up_proj);
+    downs.push_back(&e->down_proj);
+  }
+  stored_gate_ = store.take_stacked(gates);
+  stored_up_ = store.take_stacked(ups);
+  stored_down_ = store.take_stacked(downs);
+  shared_experts_->store(store);
+}
+
 at::Tensor MoeImpl::forward(const at::Tensor& x, bool reference) {
   const int64_t k = config_.num_experts_per_tok;
   at::Tensor scores = at::linear(x.to(at::kFloat), gate_weight_.to(at::kFloat)).softmax(-1);
@@ -75,12 +130,16 @@ at::Tensor MoeImpl::forward(const at::Tensor& x, bool reference) {
   // compute-bound and MKL's). With bfloat16 weights the kernel reads them as they are and
   // computes in float32: the expert part of keeping weights narrow on the CPU (issue #21; the
   // bf16 decode step measured the same speed as libtorch's bf16 path, its time is elsewhere).
+  // Stored (narrow) experts have no libtorch path: the kernel serves every step, widening an
+  // expert's weights once when many tokens chose it.
   constexpr int64_t kKernelMaxTokens = 64;
+  const bool stored = stored_gate_.defined();
   const bool float_or_bf16 = (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
-                             (w_gate_.scalar_type() == at::kFloat ||
+                             (stored || w_gate_.scalar_type() == at::kFloat ||
                               w_gate_.scalar_type() == at::kBFloat16);
-  const bool kernel = !reference && x.is_cpu() && float_or_bf16 && x.size(0) <= kKernelMaxTokens &&
-                      engine::cpu::moe_supported(config_.hidden_size, config_.moe_intermediate_size);
+  const bool kernel =
+      stored || (!reference && x.is_cpu() && float_or_bf16 && x.size(0) <= kKernelMaxTokens &&
+                 engine::cpu::moe_supported(config_.hidden_size, config_.moe_intermediate_size));
   at::Tensor routed =
       kernel ? routed_cpu(x, experts, weights) : routed_reference(x, experts, weights);
   return routed + shared_experts_->forward(x);
@@ -99,11 +158,10 @@ at::Tensor MoeImpl::routed_cpu(const at::Tensor& x, const at::Tensor& experts,
   args.inter = config_.moe_intermediate_size;
   args.num_experts = config_.n_routed_experts;
   args.top_k = config_.num_experts_per_tok;
-  args.w_gate = w_gate_.data_ptr();
-  args.w_up = w_up_.data_ptr();
-  args.w_down = w_down_.data_ptr();
-  args.weight_dtype = w_gate_.scalar_type() == at::kBFloat16 ? engine::cpu::Dtype::kBFloat16
-                                                              : engine::cpu::Dtype::kFloat32;
+  const bool stored = stored_gate_.defined();
+  args.gate = stored ? stored_gate_.matrix() : stacked_matrix(w_gate_);
+  args.up = stored ? stored_up_.matrix() : stacked_matrix(w_up_);
+  args.down = stored ? stored_down_.matrix() : stacked_matrix(w_down_);
   args.experts = e.data_ptr<int64_t>();
   args.weights = w.data_ptr<float>();
   args.out = out.data_ptr<float>();
@@ -156,6 +214,17 @@ void DecoderLayerImpl::pack_experts() {
   if (moe_) moe_->pack_experts();
 }
 
+void DecoderLayerImpl::store(const WeightStore& store) {
+  q_ = store.take(q_proj_);
+  k_ = store.take(k_proj_);
+  v_ = store.take(v_proj_);
+  o_ = store.take(o_proj_);
+  if (moe_)
+    moe_->store(store);
+  else
+    dense_mlp_->store(store);
+}
+
 at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
                                      const at::Tensor& sin, at::Tensor& key_cache,
                                      at::Tensor& value_cache, const engine::ForwardBatch& batch,
@@ -164,14 +233,14 @@ at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
   at::Tensor y = rms_norm(x, input_layernorm_, config_.rms_norm_eps);
   // [T, heads, hd] with RoPE on each row's own position (cos/sin: [T, 1, hd]).
   at::Tensor q =
-      apply_rope(q_proj_->forward(y).view({t, config_.num_attention_heads, hd}), cos, sin);
+      apply_rope(project(q_proj_, q_, y).view({t, config_.num_attention_heads, hd}), cos, sin);
   at::Tensor k =
-      apply_rope(k_proj_->forward(y).view({t, config_.num_key_value_heads, hd}), cos, sin);
-  at::Tensor v = v_proj_->forward(y).view({t, config_.num_key_value_heads, hd});
+      apply_rope(project(k_proj_, k_, y).view({t, config_.num_key_value_heads, hd}), cos, sin);
+  at::Tensor v = project(v_proj_, v_, y).view({t, config_.num_key_value_heads, hd});
   engine::write_kv_cache(k.contiguous(), v.contiguous(), key_cache, value_cache, batch.slot_mapping);
   at::Tensor attn = engine::paged_attention(q, key_cache, value_cache, attention,
                                     1.0 / std::sqrt(static_cast<double>(hd)));
-  at::Tensor h = x + o_proj_->forward(attn.reshape({t, -1}));
+  at::Tensor h = x + project(o_proj_, o_, attn.reshape({t, -1}));
   at::Tensor u = rms_norm(h, post_attention_layernorm_, config_.rms_norm_eps);
   return h + (moe_ ? moe_->forward(u) : dense_mlp_->forward(u));
 }
@@ -190,8 +259,18 @@ LanguageModelImpl::LanguageModelImpl(const weights::LanguageConfig& config) : co
   lm_head_ = register_module("lm_head", linear_no_bias(config.hidden_size, config.vocab_size));
 }
 
+bool LanguageModelImpl::is_stored_matrix(std::string_view name) {
+  constexpr std::string_view kLayers = "model.layers.", kProj = "_proj.weight";
+  return name == "lm_head.weight" ||
+         (name.substr(0, kLayers.size()) == kLayers && name.size() > kProj.size() &&
+          name.substr(name.size() - kProj.size()) == kProj);
+}
+
 Status LanguageModelImpl::load(const weights::StateDict& weights, at::ScalarType dtype,
-                               at::Device device) {
+                               at::Device device, std::optional<engine::cpu::WeightFormat> stored) {
+  if (stored && !device.is_cpu())
+    return invalid_argument("stored (narrow) weights are for the CPU; on " + device.str() +
+                            " the weights take the compute dtype");
   // The vision tensors share the file (and the "model." prefix); they are VisionModel's.
   for (const std::string& name : weights.names()) {
     const bool vision = name.rfind("model.sam_model.", 0) == 0 ||
@@ -206,10 +285,32 @@ Status LanguageModelImpl::load(const weights::StateDict& weights, at::ScalarType
   options.device = device;
   options.allow_unexpected = true;  // the vision tensors, checked above and by VisionModel
   options.discard_initial_values = true;
+  if (stored) {
+    options.keep_checkpoint_dtype = [](const std::string& name) {
+      return is_stored_matrix(name) || is_embedding(name);
+    };
+  }
   DSOCR_RETURN_IF_ERROR(weights::load_module(*this, weights, options));
   eval();
-  for (auto& layer : layers_) layer->pack_experts();
-  if (device.is_cpu() && dtype == at::kFloat && !config_.tie_word_embeddings) pack_lm_head();
+  if (!stored) {
+    for (auto& layer : layers_) layer->pack_experts();
+    if (device.is_cpu() && dtype == at::kFloat && !config_.tie_word_embeddings) pack_lm_head();
+    return Status();
+  }
+  const WeightStore store{*stored, &weights};
+  for (auto& layer : layers_) layer->store(store);
+  stored_lm_head_ = store.take(lm_head_);
+  // The embedding table is read a few rows a step: bfloat16 (as stored) unless the format is
+  // float32 (then the compute dtype, as without stored weights).
+  const at::ScalarType table =
+      *stored == engine::cpu::WeightFormat::kFloat32 ? dtype : at::kBFloat16;
+  at::Tensor& embedding = embed_tokens_->weight;
+  if (embedding.scalar_type() != table) {
+    const at::Tensor source = embedding.data();
+    at::NoGradGuard no_grad;
+    embedding.set_data(source.to(table));
+    weights.release_pages(source);
+  }
   return Status();
 }
 
@@ -226,7 +327,7 @@ void LanguageModelImpl::pack_lm_head() {
 
 at::Tensor LanguageModelImpl::forward(const engine::ForwardBatch& batch, engine::KvCache& cache) {
   at::NoGradGuard no_grad;
-  at::Tensor x = embed_tokens_->forward(batch.input_ids);
+  at::Tensor x = embed_tokens_->forward(batch.input_ids).to(norm_.scalar_type());
   if (batch.image_rows.defined() && batch.image_rows.numel() > 0)
     x.index_copy_(0, batch.image_rows, batch.image_embeds.to(x.scalar_type()));
   auto [cos, sin] = rope_cos_sin(batch.positions, config_.head_dim(), config_.rope_theta,
@@ -243,6 +344,7 @@ at::Tensor LanguageModelImpl::forward(const engine::ForwardBatch& batch, engine:
 }
 
 at::Tensor LanguageModelImpl::logits(const at::Tensor& rows) {
+  if (stored_lm_head_.defined()) return stored_lm_head_.forward(rows).to(at::kFloat);
   if (lm_head_panels_.defined()) {
     const at::Tensor x = rows.to(at::kFloat).contiguous();
     at::Tensor out = at::empty({x.size(0), config_.vocab_size}, x.options());

@@ -8,6 +8,12 @@
 // After loading, each layer's expert weights are stacked into [E, ...] tensors that the
 // per-expert parameters view, so no memory is duplicated.
 //
+// On the CPU the weight matrices (attention and MLP projections, the experts, lm_head) can be kept
+// narrow, as StoredWeight (stored_weight.h), while activations and arithmetic stay in the compute
+// dtype: load(..., stored = kBFloat16 or kInt8). The modules' own weight parameters are then
+// emptied after loading (strict loading has checked their names and shapes) and the embedding
+// table stays bfloat16.
+//
 // forward() takes a flattened batch (forward_batch.h): image embedding rows replace the
 // placeholder rows, K/V of every row go to the cache, and logits come out only for the rows that
 // need sampling.
@@ -20,20 +26,45 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 
+#include <optional>
+#include <string_view>
+
 #include "common/status.h"
 #include "engine/kernels/forward_batch.h"
 #include "engine/kernels/kv_cache.h"
 #include "engine/kernels/paged_attention.h"
+#include "engine/model/stored_weight.h"
 #include "weights/model_config.h"
 #include "weights/safetensors.h"
 
 namespace dsocr::model {
 
+// Which weights a stored-weight load keeps narrow, and where the pages of converted ones go.
+struct WeightStore {
+  engine::cpu::WeightFormat format = engine::cpu::WeightFormat::kFloat32;
+  const weights::StateDict* state = nullptr;  // whose mapped pages are released once copied
+
+  // The linear's weight as a StoredWeight; the parameter is emptied.
+  StoredWeight take(torch::nn::Linear& linear) const;
+  // Several linears' weights stacked into one StoredWeight; the parameters are emptied.
+  StoredWeight take_stacked(const std::vector<torch::nn::Linear*>& linears) const;
+};
+
+// x·Wᵀ by the stored weight when there is one, else by the module.
+inline at::Tensor project(torch::nn::Linear& linear, const StoredWeight& stored,
+                          const at::Tensor& x) {
+  return stored.defined() ? stored.forward(x) : linear->forward(x);
+}
+
 class SwiGluMlpImpl : public torch::nn::Module {
  public:
   SwiGluMlpImpl(int64_t hidden, int64_t intermediate);
   at::Tensor forward(const at::Tensor& x);
+  void store(const WeightStore& store);
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+
+ private:
+  StoredWeight gate_, up_, down_;
 };
 TORCH_MODULE(SwiGluMlp);
 
@@ -44,6 +75,8 @@ class MoeImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, bool reference = false);
   // Stacks the experts' weights (call once after loading).
   void pack_experts();
+  // Instead of pack_experts(): every matrix becomes a StoredWeight (the routed experts stacked).
+  void store(const WeightStore& store);
 
  private:
   at::Tensor routed_cpu(const at::Tensor& x, const at::Tensor& experts, const at::Tensor& weights);
@@ -55,6 +88,7 @@ class MoeImpl : public torch::nn::Module {
   std::vector<SwiGluMlp> experts_;
   SwiGluMlp shared_experts_{nullptr};
   at::Tensor w_gate_, w_up_, w_down_;  // [E, I, H], [E, I, H], [E, H, I]
+  StoredWeight stored_gate_, stored_up_, stored_down_;  // [E * I, H], [E * I, H], [E * H, I]
 };
 TORCH_MODULE(Moe);
 
@@ -65,11 +99,13 @@ class DecoderLayerImpl : public torch::nn::Module {
                      at::Tensor& key_cache, at::Tensor& value_cache, const engine::ForwardBatch& batch,
                      const engine::AttentionPlan& attention);
   void pack_experts();
+  void store(const WeightStore& store);
 
  private:
   weights::LanguageConfig config_;
   at::Tensor input_layernorm_, post_attention_layernorm_;
   torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  StoredWeight q_, k_, v_, o_;
   SwiGluMlp dense_mlp_{nullptr};
   Moe moe_{nullptr};
 };
@@ -79,8 +115,15 @@ class LanguageModelImpl : public torch::nn::Module {
  public:
   explicit LanguageModelImpl(const weights::LanguageConfig& config);
 
-  // Strict load of the language-model tensors (the vision ones are left to VisionModel).
-  Status load(const weights::StateDict& weights, at::ScalarType dtype, at::Device device);
+  // Strict load of the language-model tensors (the vision ones are left to VisionModel). With
+  // `stored` (CPU only), the weight matrices are kept in that format (see above); loading then
+  // never holds a matrix both as the file's pages and as its narrow copy.
+  Status load(const weights::StateDict& weights, at::ScalarType dtype, at::Device device,
+              std::optional<engine::cpu::WeightFormat> stored = std::nullopt);
+  // Whether a stored-weight load keeps checkpoint tensor `name` in the stored format (the weight
+  // matrices), and the embedding table (bfloat16 unless the format is float32).
+  static bool is_stored_matrix(std::string_view name);
+  static bool is_embedding(std::string_view name) { return name == "model.embed_tokens.weight"; }
 
   // Logits [S, vocab] in float32 for batch.logits_rows.
   at::Tensor forward(const engine::ForwardBatch& batch, engine::KvCache& cache);
@@ -101,6 +144,7 @@ class LanguageModelImpl : public torch::nn::Module {
   std::vector<DecoderLayer> layers_;
   at::Tensor norm_;
   torch::nn::Linear lm_head_{nullptr};
+  StoredWeight stored_lm_head_;
   at::Tensor lm_head_panels_;  // CPU float32: [ceil(vocab / 16), hidden, 16], see pack_lm_head()
 };
 TORCH_MODULE(LanguageModel);

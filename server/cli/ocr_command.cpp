@@ -262,6 +262,7 @@ int cmd_ocr(int argc, const char* const* argv) {
                      "served model's name (default: the server's first)"},
                     EngineFlag::kDevice,
                     EngineFlag::kDtype,
+                    EngineFlag::kWeights,
                     EngineFlag::kMaxModelLen,
                     EngineFlag::kMaxNumBatchedTokens,
                     EngineFlag::kNumKvBlocks,

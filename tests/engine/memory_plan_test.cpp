@@ -22,16 +22,16 @@ TEST_CASE("memory plan: the default budget is what is available plus what we hol
 }
 
 TEST_CASE("memory plan: weights that cannot fit are refused before loading", "[memory_plan]") {
-  CHECK(check_weights_fit(16 * kGiB, kGiB, 13 * kGiB, true).ok());
-  Status s = check_weights_fit(12 * kGiB, kGiB, 13 * kGiB, true);
+  CHECK(check_weights_fit(16 * kGiB, kGiB, 13 * kGiB, true, true).ok());
+  Status s = check_weights_fit(12 * kGiB, kGiB, 13 * kGiB, true, true);
   REQUIRE(s.code() == StatusCode::kResourceExhausted);
   CHECK(s.message().find("13.00 GiB as float32") != std::string::npos);
   CHECK(s.message().find("--cpu-memory-budget") != std::string::npos);
-  CHECK(s.message().find("--dtype bfloat16") != std::string::npos);
-  // Already bf16: no advice to narrow them.
-  Status narrow = check_weights_fit(6 * kGiB, kGiB, 6 * kGiB, false);
+  CHECK(s.message().find("--weights int8") != std::string::npos);
+  // Already int8: no advice to narrow them.
+  Status narrow = check_weights_fit(6 * kGiB, kGiB, 6 * kGiB, false, false);
   REQUIRE_FALSE(narrow.ok());
-  CHECK(narrow.message().find("--dtype bfloat16") == std::string::npos);
+  CHECK(narrow.message().find("--weights") == std::string::npos);
 }
 
 TEST_CASE("memory plan: the KV cache gets its share of what is left, within its limits",

@@ -50,42 +50,91 @@ TEST_CASE("MoE decode kernel output of a token does not depend on the other toke
     CHECK(at::allclose(moe->forward(x.slice(0, i, i + 1))[0], all[i], 1e-6, 1e-6));
 }
 
-TEST_CASE("MoE kernel with bfloat16 weights computes exactly what their float32 widening does",
+// Runs moe_experts over stacked [E, rows, cols] weights in `format` (int8: quantized here).
+at::Tensor run_kernel(const at::Tensor& x, const at::Tensor& w_gate, const at::Tensor& w_up,
+                      const at::Tensor& w_down, engine::cpu::WeightFormat format,
+                      const at::Tensor& chosen, const at::Tensor& weights, int64_t top_k) {
+  const int64_t experts = w_gate.size(0), inter = w_gate.size(1), hidden = w_gate.size(2);
+  const auto flat = [](const at::Tensor& w) { return w.reshape({-1, w.size(2)}); };
+  const StoredWeight g = StoredWeight::make(flat(w_gate), format);
+  const StoredWeight u = StoredWeight::make(flat(w_up), format);
+  const StoredWeight d = StoredWeight::make(flat(w_down), format);
+  at::Tensor out = at::empty({x.size(0), hidden});
+  engine::cpu::MoeArgs args;
+  args.x = x.data_ptr<float>();
+  args.tokens = x.size(0);
+  args.hidden = hidden;
+  args.inter = inter;
+  args.num_experts = experts;
+  args.top_k = top_k;
+  args.gate = g.matrix();
+  args.up = u.matrix();
+  args.down = d.matrix();
+  args.experts = chosen.data_ptr<int64_t>();
+  args.weights = weights.data_ptr<float>();
+  args.out = out.data_ptr<float>();
+  engine::cpu::moe_experts(args);
+  return out;
+}
+
+TEST_CASE("MoE kernel with bfloat16 weights computes what their float32 widening does",
           "[moe]") {
   at::NoGradGuard no_grad;
   at::manual_seed(5);
-  const int64_t hidden = 64, inter = 40, experts = 8, top_k = 3, tokens = 7;
+  const int64_t hidden = 64, inter = 40, experts = 8, top_k = 3;
   const at::Tensor w_gate = (at::randn({experts, inter, hidden}) * 0.1).to(at::kBFloat16);
   const at::Tensor w_up = (at::randn({experts, inter, hidden}) * 0.1).to(at::kBFloat16);
   const at::Tensor w_down = (at::randn({experts, hidden, inter}) * 0.1).to(at::kBFloat16);
-  const at::Tensor x = at::randn({tokens, hidden});
-  const at::Tensor chosen = at::randint(0, experts, {tokens * top_k}, at::kLong);
-  const at::Tensor weights = at::rand({tokens * top_k});
-  const auto run = [&](const at::Tensor& g, const at::Tensor& u, const at::Tensor& d) {
-    at::Tensor out = at::empty({tokens, hidden});
-    engine::cpu::MoeArgs args;
-    args.x = x.data_ptr<float>();
-    args.tokens = tokens;
-    args.hidden = hidden;
-    args.inter = inter;
-    args.num_experts = experts;
-    args.top_k = top_k;
-    args.w_gate = g.data_ptr();
-    args.w_up = u.data_ptr();
-    args.w_down = d.data_ptr();
-    args.weight_dtype = g.scalar_type() == at::kBFloat16 ? engine::cpu::Dtype::kBFloat16
-                                                          : engine::cpu::Dtype::kFloat32;
-    args.experts = chosen.data_ptr<int64_t>();
-    args.weights = weights.data_ptr<float>();
-    args.out = out.data_ptr<float>();
-    engine::cpu::moe_experts(args);
-    return out;
+  // 7 tokens: every expert reads its weights as they are; 60: most widen them first.
+  for (int64_t tokens : {7, 60}) {
+    CAPTURE(tokens);
+    const at::Tensor x = at::randn({tokens, hidden});
+    const at::Tensor chosen = at::randint(0, experts, {tokens * top_k}, at::kLong);
+    const at::Tensor weights = at::rand({tokens * top_k});
+    using engine::cpu::WeightFormat;
+    const at::Tensor narrow =
+        run_kernel(x, w_gate, w_up, w_down, WeightFormat::kBFloat16, chosen, weights, top_k);
+    const at::Tensor widened =
+        run_kernel(x, w_gate.to(at::kFloat), w_up.to(at::kFloat), w_down.to(at::kFloat),
+                   WeightFormat::kFloat32, chosen, weights, top_k);
+    // float32 arithmetic on the same values, summed in another order.
+    const double scale = widened.abs().max().item<double>();
+    REQUIRE(scale > 0);
+    CHECK((narrow - widened).abs().max().item<double>() <= 1e-5 * scale);
+  }
+}
+
+TEST_CASE("MoE kernel with int8 weights computes what their dequantized weights do", "[moe]") {
+  at::NoGradGuard no_grad;
+  at::manual_seed(6);
+  const int64_t hidden = 64, inter = 48, experts = 4, top_k = 2;
+  const at::Tensor w_gate = at::randn({experts, inter, hidden}) * 0.1;
+  const at::Tensor w_up = at::randn({experts, inter, hidden}) * 0.1;
+  const at::Tensor w_down = at::randn({experts, hidden, inter}) * 0.1;
+  using engine::cpu::WeightFormat;
+  const auto dequantized = [](const at::Tensor& w) {
+    return StoredWeight::make(w.reshape({-1, w.size(2)}), WeightFormat::kInt8)
+        .widened()
+        .view(w.sizes());
   };
-  const at::Tensor narrow = run(w_gate, w_up, w_down);
-  const at::Tensor widened = run(w_gate.to(at::kFloat).contiguous(), w_up.to(at::kFloat).contiguous(),
-                                 w_down.to(at::kFloat).contiguous());
-  CHECK(at::equal(narrow, widened));
-  CHECK(narrow.abs().max().item<float>() > 0);
+  for (int64_t tokens : {1, 5, 64}) {  // 64 tokens: ~32 per expert, the widening path
+    CAPTURE(tokens);
+    const at::Tensor x = at::randn({tokens, hidden});
+    const at::Tensor chosen = at::randint(0, experts, {tokens * top_k}, at::kLong);
+    const at::Tensor weights = at::rand({tokens * top_k});
+    const at::Tensor q = run_kernel(x, w_gate, w_up, w_down, WeightFormat::kInt8, chosen,
+                                    weights, top_k);
+    const at::Tensor reference =
+        run_kernel(x, dequantized(w_gate), dequantized(w_up), dequantized(w_down),
+                   WeightFormat::kFloat32, chosen, weights, top_k);
+    const double scale = reference.abs().max().item<double>();
+    REQUIRE(scale > 0);
+    CHECK((q - reference).abs().max().item<double>() <= 1e-5 * scale);
+    // And the quantization itself moved the result only a little from the float32 weights'.
+    const at::Tensor exact = run_kernel(x, w_gate, w_up, w_down, WeightFormat::kFloat32, chosen,
+                                        weights, top_k);
+    CHECK((q - exact).abs().max().item<double>() <= 3e-2 * scale);
+  }
 }
 
 TEST_CASE("MoE decode kernel of a bfloat16 model agrees with libtorch's bfloat16 path", "[moe]") {
