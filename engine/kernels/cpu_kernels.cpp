@@ -517,13 +517,18 @@ void moe_experts(const MoeArgs& a) {
     DSOCR_CHECK(a.experts[s] >= 0 && a.experts[s] < a.num_experts);
     by_expert[static_cast<size_t>(a.experts[s])].push_back(s);
   }
+  // Threads split the experts that were chosen, not the expert index range: at batch 1 the six
+  // chosen of 64 fell unevenly into two halves and one thread did most of the layer.
+  std::vector<int64_t> chosen;
+  for (int64_t e = 0; e < a.num_experts; ++e)
+    if (!by_expert[static_cast<size_t>(e)].empty()) chosen.push_back(e);
   std::vector<float> results(static_cast<size_t>(assignments * a.hidden));  // per assignment
-  at::parallel_for(0, a.num_experts, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, static_cast<int64_t>(chosen.size()), 1, [&](int64_t begin, int64_t end) {
     std::vector<float> rows, gate, up, result, wide, tile;
-    for (int64_t e = begin; e < end; ++e) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t e = chosen[static_cast<size_t>(c)];
       const auto& list = by_expert[static_cast<size_t>(e)];
       const int64_t n = static_cast<int64_t>(list.size());
-      if (n == 0) continue;
       rows.resize(static_cast<size_t>(n * a.hidden));
       gate.resize(static_cast<size_t>(n * a.inter));
       up.resize(static_cast<size_t>(n * a.inter));

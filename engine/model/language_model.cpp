@@ -12,8 +12,13 @@ namespace dsocr::model {
 
 namespace {
 
-torch::nn::Linear linear_no_bias(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+// A parameter of `sizes` that takes no memory until loading replaces it: every element is one
+// float (all strides 0). Not a meta tensor: a parameter's data can only be replaced
+// (Tensor::set_data, how loading assigns) by a tensor of the same device type.
+at::Tensor shape_only_parameter(torch::nn::Module& module, const char* name,
+                                at::IntArrayRef sizes) {
+  const std::vector<int64_t> strides(sizes.size(), 0);
+  return module.register_parameter(name, at::empty_strided(sizes, strides).zero_());
 }
 
 at::Tensor norm_weight(torch::nn::Module& parent, const char* name, int64_t dim) {
@@ -39,7 +44,11 @@ void empty_parameter(at::Tensor& parameter) {
 
 }  // namespace
 
-StoredWeight WeightStore::take(torch::nn::Linear& linear) const {
+ProjectionImpl::ProjectionImpl(int64_t in, int64_t out) {
+  weight = shape_only_parameter(*this, "weight", {out, in});
+}
+
+StoredWeight WeightStore::take(Projection& linear) const {
   const at::Tensor source = linear->weight.data();
   StoredWeight stored = StoredWeight::make(source, format);
   empty_parameter(linear->weight);
@@ -47,11 +56,11 @@ StoredWeight WeightStore::take(torch::nn::Linear& linear) const {
   return stored;
 }
 
-StoredWeight WeightStore::take_stacked(const std::vector<torch::nn::Linear*>& linears) const {
+StoredWeight WeightStore::take_stacked(const std::vector<Projection*>& linears) const {
   std::vector<at::Tensor> sources;
-  for (torch::nn::Linear* linear : linears) sources.push_back((*linear)->weight.data());
+  for (Projection* linear : linears) sources.push_back((*linear)->weight.data());
   StoredWeight stored = StoredWeight::stack(sources, format);
-  for (torch::nn::Linear* linear : linears) empty_parameter((*linear)->weight);
+  for (Projection* linear : linears) empty_parameter((*linear)->weight);
   if (state != nullptr) {
     for (const at::Tensor& source : sources) state->release_pages(source);
   }
@@ -59,9 +68,9 @@ StoredWeight WeightStore::take_stacked(const std::vector<torch::nn::Linear*>& li
 }
 
 SwiGluMlpImpl::SwiGluMlpImpl(int64_t hidden, int64_t intermediate) {
-  gate_proj = register_module("gate_proj", linear_no_bias(hidden, intermediate));
-  up_proj = register_module("up_proj", linear_no_bias(hidden, intermediate));
-  down_proj = register_module("down_proj", linear_no_bias(intermediate, hidden));
+  gate_proj = register_module("gate_proj", Projection(hidden, intermediate));
+  up_proj = register_module("up_proj", Projection(hidden, intermediate));
+  down_proj = register_module("down_proj", Projection(intermediate, hidden));
 }
 
 at::Tensor SwiGluMlpImpl::forward(const at::Tensor& x) {
@@ -109,7 +118,7 @@ void MoeImpl::pack_experts() {
 }
 
 void MoeImpl::store(const WeightStore& store) {
-  std::vector<torch::nn::Linear*> gates, ups, downs;
+  std::vector<Projection*> gates, ups, downs;
   for (auto& e : experts_) {
     gates.push_back(&e->gate_proj);
     ups.push_back(&e->up_proj);
@@ -199,10 +208,10 @@ DecoderLayerImpl::DecoderLayerImpl(const weights::LanguageConfig& config, int64_
   const int64_t d = config.hidden_size, hd = config.head_dim();
   input_layernorm_ = norm_weight(*this, "input_layernorm", d);
   auto attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
-  q_proj_ = attn->register_module("q_proj", linear_no_bias(d, config.num_attention_heads * hd));
-  k_proj_ = attn->register_module("k_proj", linear_no_bias(d, config.num_key_value_heads * hd));
-  v_proj_ = attn->register_module("v_proj", linear_no_bias(d, config.num_key_value_heads * hd));
-  o_proj_ = attn->register_module("o_proj", linear_no_bias(config.num_attention_heads * hd, d));
+  q_proj_ = attn->register_module("q_proj", Projection(d, config.num_attention_heads * hd));
+  k_proj_ = attn->register_module("k_proj", Projection(d, config.num_key_value_heads * hd));
+  v_proj_ = attn->register_module("v_proj", Projection(d, config.num_key_value_heads * hd));
+  o_proj_ = attn->register_module("o_proj", Projection(config.num_attention_heads * hd, d));
   post_attention_layernorm_ = norm_weight(*this, "post_attention_layernorm", d);
   if (index < config.first_k_dense_replace)
     dense_mlp_ = register_module("mlp", SwiGluMlp(d, config.intermediate_size));
@@ -247,8 +256,8 @@ at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
 
 LanguageModelImpl::LanguageModelImpl(const weights::LanguageConfig& config) : config_(config) {
   auto model = register_module("model", std::make_shared<torch::nn::Module>());
-  embed_tokens_ = model->register_module(
-      "embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  auto embed = model->register_module("embed_tokens", std::make_shared<torch::nn::Module>());
+  embed_tokens_ = shape_only_parameter(*embed, "weight", {config.vocab_size, config.hidden_size});
   auto layers = model->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     DecoderLayer layer(config, i);
@@ -256,7 +265,7 @@ LanguageModelImpl::LanguageModelImpl(const weights::LanguageConfig& config) : co
     layers_.push_back(layer);
   }
   norm_ = norm_weight(*model, "norm", config.hidden_size);
-  lm_head_ = register_module("lm_head", linear_no_bias(config.hidden_size, config.vocab_size));
+  lm_head_ = register_module("lm_head", Projection(config.hidden_size, config.vocab_size));
 }
 
 bool LanguageModelImpl::is_stored_matrix(std::string_view name) {
@@ -304,7 +313,7 @@ Status LanguageModelImpl::load(const weights::StateDict& weights, at::ScalarType
   // float32 (then the compute dtype, as without stored weights).
   const at::ScalarType table =
       *stored == engine::cpu::WeightFormat::kFloat32 ? dtype : at::kBFloat16;
-  at::Tensor& embedding = embed_tokens_->weight;
+  at::Tensor& embedding = embed_tokens_;
   if (embedding.scalar_type() != table) {
     const at::Tensor source = embedding.data();
     at::NoGradGuard no_grad;
@@ -327,7 +336,7 @@ void LanguageModelImpl::pack_lm_head() {
 
 at::Tensor LanguageModelImpl::forward(const engine::ForwardBatch& batch, engine::KvCache& cache) {
   at::NoGradGuard no_grad;
-  at::Tensor x = embed_tokens_->forward(batch.input_ids).to(norm_.scalar_type());
+  at::Tensor x = at::embedding(embed_tokens_, batch.input_ids).to(norm_.scalar_type());
   if (batch.image_rows.defined() && batch.image_rows.numel() > 0)
     x.index_copy_(0, batch.image_rows, batch.image_embeds.to(x.scalar_type()));
   auto [cos, sin] = rope_cos_sin(batch.positions, config_.head_dim(), config_.rope_theta,

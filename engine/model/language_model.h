@@ -23,8 +23,6 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 
 #include <optional>
 #include <string_view>
@@ -39,19 +37,31 @@
 
 namespace dsocr::model {
 
+// A bias-free linear layer (the checkpoint's "<name>.weight", [out, in]) whose weight is only a
+// shape (one float seen [out, in] times) until it is loaded: constructing the model allocates nothing, where
+// torch::nn::Linear allocated and initialised every matrix (for the full model 11.6 GB of float32
+// random values, which set the peak memory of loading).
+class ProjectionImpl : public torch::nn::Module {
+ public:
+  ProjectionImpl(int64_t in, int64_t out);
+  at::Tensor forward(const at::Tensor& x) { return at::linear(x, weight); }
+  at::Tensor weight;
+};
+TORCH_MODULE(Projection);
+
 // Which weights a stored-weight load keeps narrow, and where the pages of converted ones go.
 struct WeightStore {
   engine::cpu::WeightFormat format = engine::cpu::WeightFormat::kFloat32;
   const weights::StateDict* state = nullptr;  // whose mapped pages are released once copied
 
   // The linear's weight as a StoredWeight; the parameter is emptied.
-  StoredWeight take(torch::nn::Linear& linear) const;
+  StoredWeight take(Projection& linear) const;
   // Several linears' weights stacked into one StoredWeight; the parameters are emptied.
-  StoredWeight take_stacked(const std::vector<torch::nn::Linear*>& linears) const;
+  StoredWeight take_stacked(const std::vector<Projection*>& linears) const;
 };
 
 // x·Wᵀ by the stored weight when there is one, else by the module.
-inline at::Tensor project(torch::nn::Linear& linear, const StoredWeight& stored,
+inline at::Tensor project(Projection& linear, const StoredWeight& stored,
                           const at::Tensor& x) {
   return stored.defined() ? stored.forward(x) : linear->forward(x);
 }
@@ -61,7 +71,7 @@ class SwiGluMlpImpl : public torch::nn::Module {
   SwiGluMlpImpl(int64_t hidden, int64_t intermediate);
   at::Tensor forward(const at::Tensor& x);
   void store(const WeightStore& store);
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 
  private:
   StoredWeight gate_, up_, down_;
@@ -104,7 +114,7 @@ class DecoderLayerImpl : public torch::nn::Module {
  private:
   weights::LanguageConfig config_;
   at::Tensor input_layernorm_, post_attention_layernorm_;
-  torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
   StoredWeight q_, k_, v_, o_;
   SwiGluMlp dense_mlp_{nullptr};
   Moe moe_{nullptr};
@@ -140,10 +150,10 @@ class LanguageModelImpl : public torch::nn::Module {
   void pack_lm_head();
 
   weights::LanguageConfig config_;
-  torch::nn::Embedding embed_tokens_{nullptr};
+  at::Tensor embed_tokens_;  // model.embed_tokens.weight [vocab, hidden]
   std::vector<DecoderLayer> layers_;
   at::Tensor norm_;
-  torch::nn::Linear lm_head_{nullptr};
+  Projection lm_head_{nullptr};
   StoredWeight stored_lm_head_;
   at::Tensor lm_head_panels_;  // CPU float32: [ceil(vocab / 16), hidden, 16], see pack_lm_head()
 };

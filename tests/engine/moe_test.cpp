@@ -19,7 +19,7 @@ Moe random_moe(int64_t hidden, int64_t inter, int64_t experts, int64_t top_k) {
   Moe moe(config);
   at::manual_seed(11);
   at::NoGradGuard no_grad;
-  for (auto& p : moe->parameters()) p.copy_(at::randn(p.sizes()) * 0.1);
+  for (auto& p : moe->parameters()) p.set_data(at::randn(p.sizes()) * 0.1);
   moe->pack_experts();
   return moe;
 }
