@@ -17,13 +17,13 @@ Status check_weights_fit(int64_t budget_bytes, int64_t resident_bytes, int64_t w
                          bool widened_to_float32, bool can_quantize) {
   if (resident_bytes + weight_bytes <= budget_bytes) return Status();
   std::string message = "the model's weights need " + format_bytes(weight_bytes);
-  if (widened_to_float32) message += " as float32";
+  if (widened_to_float32) message += " (some of them widened to float32)";
   message += " and the process holds " + format_bytes(resident_bytes) +
              " already, over the CPU memory budget of " + format_bytes(budget_bytes) +
              " (--cpu-memory-budget; by default what the machine has available, less a margin)";
   if (can_quantize)
-    message += "; --weights int8 keeps the language model's matrices in a quarter of float32's "
-               "memory (--weights bfloat16: half)";
+    message += "; --weights int8 holds the language model's matrices in one byte per weight";
+  if (widened_to_float32) message += "; --dtype bfloat16 halves the widened ones";
   return resource_exhausted(message);
 }
 

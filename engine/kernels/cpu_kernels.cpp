@@ -55,7 +55,7 @@ DSOCR_INLINE v8f load8(const uint16_t* p) {  // bfloat16: the high half of a flo
   return v;
 }
 
-DSOCR_INLINE v8f load8(const int8_t* p) {  // int8 quantized: the value before its row's scale
+DSOCR_INLINE v8f load8(const int8_t* p) {  // int8 quantized: the value before its group's scale
   v8c c;
   std::memcpy(&c, p, sizeof c);
   return __builtin_convertvector(__builtin_convertvector(c, v8i), v8f);
@@ -298,16 +298,20 @@ __attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* x, int64_t x
       r[i] = base + row * k;
       if constexpr (kInt8) sc[i] = w.scales + row * groups;
     }
-    const char* ahead = reinterpret_cast<const char*>(base + (j + kAheadRows) * k);
+    // Prefetch only while the block ahead lies wholly inside W (a prefetch cannot fault, but the
+    // pointer must stay in bounds).
+    const bool ahead_inside = j + kAheadRows + 4 <= w.rows;
+    const char* ahead =
+        ahead_inside ? reinterpret_cast<const char*>(base + (j + kAheadRows) * k) : nullptr;
     for (int64_t xr = 0; xr < x_rows; ++xr) {
       const float* xv_row = x + xr * k;
-      const bool prefetch = xr == 0 && j + kAheadRows + 4 <= w.rows;
+      const bool prefetch = xr == 0 && ahead_inside;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       for (int64_t g0 = 0; g0 < k; g0 += kInt8Group) {
         const int64_t g1 = std::min(k, g0 + kInt8Group);
-        if (prefetch) {  // this group's share of the block ahead: 4 rows x 32 weights
+        if (prefetch) {  // this group's share of the block ahead: 4 rows x (g1 - g0) weights
           const char* p = ahead + g0 * 4 * static_cast<int64_t>(sizeof(W));
-          for (int64_t b = 0; b < 4 * kInt8Group * static_cast<int64_t>(sizeof(W)); b += 64)
+          for (int64_t b = 0; b < 4 * (g1 - g0) * static_cast<int64_t>(sizeof(W)); b += 64)
             __builtin_prefetch(p + b);
         }
         __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0;
@@ -585,11 +589,13 @@ void widen(const WeightMatrix& w, int64_t first, int64_t count, float* out) {
   });
 }
 
-void quantize_int8(const void* w, Dtype dtype, int64_t rows, int64_t cols, int8_t* q,
-                   float* scales) {
+int64_t quantize_int8(const void* w, Dtype dtype, int64_t rows, int64_t cols, int8_t* q,
+                      float* scales) {
   const int64_t groups = int8_groups(cols);
+  std::atomic<int64_t> non_finite{0};
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> row(static_cast<size_t>(cols));
+    int64_t bad = 0;
     for (int64_t r = begin; r < end; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
         if (dtype == Dtype::kFloat32) {
@@ -597,6 +603,10 @@ void quantize_int8(const void* w, Dtype dtype, int64_t rows, int64_t cols, int8_
         } else {
           const uint32_t bits = uint32_t{static_cast<const uint16_t*>(w)[r * cols + c]} << 16;
           std::memcpy(&row[c], &bits, sizeof bits);
+        }
+        if (!std::isfinite(row[c])) {
+          row[c] = 0;
+          ++bad;
         }
       }
       for (int64_t g = 0; g < groups; ++g) {
@@ -611,7 +621,9 @@ void quantize_int8(const void* w, Dtype dtype, int64_t rows, int64_t cols, int8_
         }
       }
     }
+    non_finite.fetch_add(bad);
   });
+  return non_finite.load();
 }
 
 int parallel_threads() {

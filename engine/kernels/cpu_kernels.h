@@ -100,8 +100,10 @@ void widen(const WeightMatrix& w, int64_t first, int64_t count, float* out);
 // Symmetric int8 quantization of a float32 or bfloat16 matrix [rows, cols] in groups (above):
 // scales[r][g] = max |group| / 127 (0 for an all-zero group), q = W / scale rounded to nearest
 // even, so |W - q * scale| <= scale / 2 elementwise. scales: [rows, int8_groups(cols)]. Parallel
-// over rows.
-void quantize_int8(const void* w, Dtype dtype, int64_t rows, int64_t cols, int8_t* q, float* scales);
+// over rows. Non-finite weights (NaN, inf) cannot be held: they become 0, are left out of their
+// group's scale, and are counted in the result (the caller refuses such weights).
+int64_t quantize_int8(const void* w, Dtype dtype, int64_t rows, int64_t cols, int8_t* q,
+                      float* scales);
 
 // The routed experts of one MoE layer (decode steps; with narrow weights, every step). Per
 // expert, its tokens' rows go through gate/up, SiLU(gate) * up and down in one pass over that

@@ -13,8 +13,8 @@ namespace dsocr::model {
 namespace {
 
 // A parameter of `sizes` that takes no memory until loading replaces it: every element is one
-// float (all strides 0). Not a meta tensor: a parameter's data can only be replaced
-// (Tensor::set_data, how loading assigns) by a tensor of the same device type.
+// float (all strides 0). Not a meta tensor: Tensor::set_data (how loading assigns) refuses to
+// replace a meta tensor's data with a dense one.
 at::Tensor shape_only_parameter(torch::nn::Module& module, const char* name,
                                 at::IntArrayRef sizes) {
   const std::vector<int64_t> strides(sizes.size(), 0);
@@ -50,20 +50,22 @@ ProjectionImpl::ProjectionImpl(int64_t in, int64_t out) {
 
 StoredWeight WeightStore::take(Projection& linear) const {
   const at::Tensor source = linear->weight.data();
-  StoredWeight stored = StoredWeight::make(source, format);
+  StoredWeight stored = StoredWeight::make(source, format, [this](const at::Tensor& rows) {
+    if (state != nullptr) state->release_pages(rows);
+  });
   empty_parameter(linear->weight);
-  if (state != nullptr && stored.matrix().data != source.data_ptr()) state->release_pages(source);
+  if (non_finite != nullptr) *non_finite += stored.non_finite();
   return stored;
 }
 
 StoredWeight WeightStore::take_stacked(const std::vector<Projection*>& linears) const {
   std::vector<at::Tensor> sources;
   for (Projection* linear : linears) sources.push_back((*linear)->weight.data());
-  StoredWeight stored = StoredWeight::stack(sources, format);
+  StoredWeight stored = StoredWeight::stack(sources, format, [this](const at::Tensor& rows) {
+    if (state != nullptr) state->release_pages(rows);
+  });
   for (Projection* linear : linears) empty_parameter((*linear)->weight);
-  if (state != nullptr) {
-    for (const at::Tensor& source : sources) state->release_pages(source);
-  }
+  if (non_finite != nullptr) *non_finite += stored.non_finite();
   return stored;
 }
 
@@ -280,6 +282,18 @@ Status LanguageModelImpl::load(const weights::StateDict& weights, at::ScalarType
   if (stored && !device.is_cpu())
     return invalid_argument("stored (narrow) weights are for the CPU; on " + device.str() +
                             " the weights take the compute dtype");
+  if (stored) {  // what the stored formats take, before anything is loaded
+    for (const std::string& name : weights.names()) {
+      if (!is_stored_matrix(name)) continue;
+      const weights::TensorInfo* info = weights.info(name);
+      if (info->dtype != weights::DType::kF32 && info->dtype != weights::DType::kBF16)
+        return invalid_argument(name + " is " + std::string(weights::dtype_name(info->dtype)) +
+                                ": --weights bfloat16/int8 take float32 or bfloat16 checkpoints");
+      if (info->shape.size() != 2 || !engine::cpu::linear_supported(info->shape[1]))
+        return invalid_argument(name + ": --weights bfloat16/int8 need matrices whose rows are "
+                                "a multiple of 8 wide");
+    }
+  }
   // The vision tensors share the file (and the "model." prefix); they are VisionModel's.
   for (const std::string& name : weights.names()) {
     const bool vision = name.rfind("model.sam_model.", 0) == 0 ||
@@ -306,9 +320,14 @@ Status LanguageModelImpl::load(const weights::StateDict& weights, at::ScalarType
     if (device.is_cpu() && dtype == at::kFloat && !config_.tie_word_embeddings) pack_lm_head();
     return Status();
   }
-  const WeightStore store{*stored, &weights};
+  int64_t non_finite = 0;
+  const WeightStore store{*stored, &weights, &non_finite};
   for (auto& layer : layers_) layer->store(store);
   stored_lm_head_ = store.take(lm_head_);
+  if (non_finite > 0)
+    return invalid_argument(std::to_string(non_finite) +
+                            " language-model weights are not finite (NaN or inf): int8 cannot hold "
+                            "them; the checkpoint is damaged");
   // The embedding table is read a few rows a step: bfloat16 (as stored) unless the format is
   // float32 (then the compute dtype, as without stored weights).
   const at::ScalarType table =

@@ -53,6 +53,7 @@ TORCH_MODULE(Projection);
 struct WeightStore {
   engine::cpu::WeightFormat format = engine::cpu::WeightFormat::kFloat32;
   const weights::StateDict* state = nullptr;  // whose mapped pages are released once copied
+  int64_t* non_finite = nullptr;              // adds up StoredWeight::non_finite()
 
   // The linear's weight as a StoredWeight; the parameter is emptied.
   StoredWeight take(Projection& linear) const;

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "common/check.h"
 
 namespace dsocr::model {
@@ -22,24 +24,29 @@ cpu::Dtype kernel_dtype(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat ? cpu::Dtype::kFloat32 : cpu::Dtype::kBFloat16;
 }
 
-// `w` [rows, cols] into `data` rows [first, first + rows) (and `scales`) in `format`.
-void store_rows(const at::Tensor& w, cpu::WeightFormat format, at::Tensor& data,
-                at::Tensor& scales, int64_t first) {
-  const at::Tensor src = w.contiguous();
-  const int64_t rows = src.size(0), cols = src.size(1);
-  switch (format) {
-    case cpu::WeightFormat::kInt8:
-      cpu::quantize_int8(src.data_ptr(), kernel_dtype(src), rows, cols,
-                         data.data_ptr<int8_t>() + first * cols,
-                         scales.data_ptr<float>() + first * cpu::int8_groups(cols));
-      return;
-    case cpu::WeightFormat::kBFloat16:
-      data.narrow(0, first, rows).copy_(src);
-      return;
-    case cpu::WeightFormat::kFloat32:
-      data.narrow(0, first, rows).copy_(src);
-      return;
+// Rows converted at a time, each block's source pages released (RowsDone) before the next:
+// lm_head is 331 MB of bfloat16, which would otherwise sit beside its int8 copy.
+constexpr int64_t kConvertBlockRows = 1024;
+
+// `w` [rows, cols] into `data` rows [first, first + rows) (and `scales`) in `format`; returns
+// the non-finite weights met (int8 only).
+int64_t store_rows(const at::Tensor& w, cpu::WeightFormat format, at::Tensor& data,
+                   at::Tensor& scales, int64_t first, const StoredWeight::RowsDone& done) {
+  const int64_t rows = w.size(0), cols = w.size(1);
+  int64_t non_finite = 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += kConvertBlockRows) {
+    const int64_t n = std::min(kConvertBlockRows, rows - r0);
+    const at::Tensor src = w.narrow(0, r0, n).contiguous();
+    if (format == cpu::WeightFormat::kInt8) {
+      non_finite += cpu::quantize_int8(src.data_ptr(), kernel_dtype(src), n, cols,
+                                       data.data_ptr<int8_t>() + (first + r0) * cols,
+                                       scales.data_ptr<float>() + (first + r0) * cpu::int8_groups(cols));
+    } else {
+      data.narrow(0, first + r0, n).copy_(src);
+    }
+    if (done) done(w.narrow(0, r0, n));
   }
+  return non_finite;
 }
 
 at::ScalarType storage_type(cpu::WeightFormat format) {
@@ -56,7 +63,8 @@ at::ScalarType storage_type(cpu::WeightFormat format) {
 
 }  // namespace
 
-StoredWeight StoredWeight::make(const at::Tensor& weight, cpu::WeightFormat format) {
+StoredWeight StoredWeight::make(const at::Tensor& weight, cpu::WeightFormat format,
+                                const RowsDone& done) {
   DSOCR_CHECK(weight.dim() == 2 && weight.is_cpu() && cpu::linear_supported(weight.size(1)))
       << "a stored weight is a CPU matrix with a multiple of 8 columns, got " << weight.sizes();
   StoredWeight s;
@@ -66,10 +74,11 @@ StoredWeight StoredWeight::make(const at::Tensor& weight, cpu::WeightFormat form
     s.data_ = weight;  // as stored: a bfloat16 checkpoint's mapped bytes stay where they are
     return s;
   }
-  return stack({weight}, format);
+  return stack({weight}, format, done);
 }
 
-StoredWeight StoredWeight::stack(const std::vector<at::Tensor>& weights, cpu::WeightFormat format) {
+StoredWeight StoredWeight::stack(const std::vector<at::Tensor>& weights, cpu::WeightFormat format,
+                                 const RowsDone& done) {
   DSOCR_CHECK(!weights.empty());
   const int64_t rows = weights[0].size(0), cols = weights[0].size(1);
   StoredWeight s;
@@ -83,7 +92,8 @@ StoredWeight StoredWeight::stack(const std::vector<at::Tensor>& weights, cpu::We
                 weights[i].is_cpu() && cpu::linear_supported(cols))
         << "stacked weights differ in shape: " << weights[i].sizes() << " vs [" << rows << ", "
         << cols << "]";
-    store_rows(weights[i], format, s.data_, s.scales_, static_cast<int64_t>(i) * rows);
+    s.non_finite_ +=
+        store_rows(weights[i], format, s.data_, s.scales_, static_cast<int64_t>(i) * rows, done);
   }
   return s;
 }

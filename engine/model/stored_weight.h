@@ -11,14 +11,15 @@
 //     libtorch's sgemm, which is compute-bound there and faster than any loop of ours.
 //
 // Invariants: data_ is [rows, cols] contiguous in format_ (kBFloat16: at::kBFloat16; kInt8:
-// at::kChar with scales_ [rows, int8_groups(cols)] float32); a bfloat16 checkpoint tensor is kept as it is, a view
-// of the mapped file, never copied.
+// at::kChar with scales_ [rows, int8_groups(cols)] float32). A contiguous bfloat16 checkpoint
+// tensor stored as bfloat16 stays a view of the mapped file; stacked matrices are copied.
 //
 // Thread-safety: immutable after make(); forward() may run concurrently.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <vector>
 
 #include "engine/kernels/cpu_kernels.h"
@@ -29,12 +30,21 @@ class StoredWeight {
  public:
   StoredWeight() = default;
 
-  // `weight`: [rows, cols] float32 or bfloat16 on the CPU, cols a multiple of 8. Kept as it is
-  // when it already has `format` (no copy), converted otherwise.
-  static StoredWeight make(const at::Tensor& weight, engine::cpu::WeightFormat format);
+  // Called with each block of source rows once it has been converted (a view of the source), so
+  // that the caller can release its pages while the rest converts.
+  using RowsDone = std::function<void(const at::Tensor& rows)>;
+
+  // `weight`: [rows, cols] float32 or bfloat16 on the CPU, cols a multiple of 8 (checked by
+  // LanguageModel::load; a violation here is a bug). Kept as it is when it already has `format`
+  // and is contiguous (no copy, `done` not called), converted otherwise.
+  static StoredWeight make(const at::Tensor& weight, engine::cpu::WeightFormat format,
+                           const RowsDone& done = {});
   // Several matrices of one shape stacked into one [n * rows, cols] (the experts of a MoE layer).
   static StoredWeight stack(const std::vector<at::Tensor>& weights,
-                            engine::cpu::WeightFormat format);
+                            engine::cpu::WeightFormat format, const RowsDone& done = {});
+  // Weights that were not finite (NaN, inf) when converted to int8: int8 cannot hold them (they
+  // became 0); LanguageModel::load refuses such a checkpoint.
+  int64_t non_finite() const { return non_finite_; }
 
   bool defined() const { return data_.defined(); }
   engine::cpu::WeightFormat format() const { return format_; }
@@ -51,6 +61,7 @@ class StoredWeight {
  private:
   at::Tensor data_, scales_;
   engine::cpu::WeightFormat format_ = engine::cpu::WeightFormat::kFloat32;
+  int64_t non_finite_ = 0;
 };
 
 }  // namespace dsocr::model

@@ -25,7 +25,8 @@ TEST_CASE("memory plan: weights that cannot fit are refused before loading", "[m
   CHECK(check_weights_fit(16 * kGiB, kGiB, 13 * kGiB, true, true).ok());
   Status s = check_weights_fit(12 * kGiB, kGiB, 13 * kGiB, true, true);
   REQUIRE(s.code() == StatusCode::kResourceExhausted);
-  CHECK(s.message().find("13.00 GiB as float32") != std::string::npos);
+  CHECK(s.message().find("13.00 GiB (some of them widened to float32)") != std::string::npos);
+  CHECK(s.message().find("--dtype bfloat16") != std::string::npos);
   CHECK(s.message().find("--cpu-memory-budget") != std::string::npos);
   CHECK(s.message().find("--weights int8") != std::string::npos);
   // Already int8: no advice to narrow them.

@@ -130,3 +130,26 @@ def test_a_model_over_the_cpu_memory_budget_refuses_to_start(tmp_path):
         rc, log = server.stop()
     assert rc == 0
     assert "CPU memory plan: budget 3.00 GiB = weights" in log
+
+
+def test_weights_flag_picks_the_language_model_format_and_refuses_bad_values(tmp_path):
+    """--weights (docs/cpu.md): int8 and bfloat16 run the demo model end to end; the float32
+    demo checkpoint keeps its modules under auto; bad values and combinations are clear errors."""
+    env = {**os.environ, "DSOCR_CACHE_DIR": str(tmp_path / "cache")}
+
+    def generate(*flags):
+        return subprocess.run([str(BIN_DIR / "dsocr"), "generate", "--model", "demo", "--prompt",
+                               "Free OCR.", "--max-tokens", "4", "--json", *flags],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    for weights, logged in [("int8", "language-model matrices int8"),
+                            ("bfloat16", "language-model matrices bfloat16"),
+                            ("auto", "(float32, language-model matrices float32")]:
+        proc = generate("--weights", weights)
+        assert proc.returncode == 0, (weights, proc.stderr[-2000:])
+        assert logged in proc.stderr, (weights, proc.stderr[-2000:])
+        assert json.loads(proc.stdout)["prompt_ids"]
+    bad = generate("--weights", "int4")
+    assert bad.returncode != 0 and "--weights must be auto, float32, bfloat16 or int8" in bad.stderr
+    wider = generate("--weights", "float32", "--dtype", "bfloat16")
+    assert wider.returncode == 1 and "--weights float32 is wider than --dtype bfloat16" in wider.stderr

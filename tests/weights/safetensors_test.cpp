@@ -18,11 +18,6 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 void write_file(const fs::path& p, const std::string& bytes) {
   std::ofstream(p, std::ios::binary) << bytes;
 }
@@ -111,6 +106,47 @@ TEST_CASE("safetensors: bad files are clear errors, never crashes", "[safetensor
   check(huge, StatusCode::kDataLoss, "100 MiB");
   CHECK(SafetensorsFile::open(dir.path / "missing.safetensors").status().code() ==
         StatusCode::kNotFound);
+}
+
+int64_t rss_file_bytes() {  // file-backed resident memory of this process
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("RssFile:", 0) == 0) return std::stoll(line.substr(8)) * 1024;
+  return -1;
+}
+
+TEST_CASE("StateDict: releasing a copied tensor's pages drops them and keeps every view right",
+          "[safetensors]") {
+  TempDir dir;
+  // Three tensors back to back: the middle one is 32 MiB, its neighbours share its edge pages.
+  const at::Tensor small_a = at::arange(1000, at::kFloat);
+  const at::Tensor big = at::arange(8 << 20, at::kFloat);
+  const at::Tensor small_b = at::arange(777, at::kFloat) * 3;
+  REQUIRE(write_safetensors(dir.path / "m.safetensors",
+                            {{"a", small_a}, {"b", big}, {"c", small_b}})
+              .ok());
+  auto state = StateDict::open(dir.path / "m.safetensors");
+  REQUIRE(state.ok());
+  const at::Tensor a = *state->get("a"), b = *state->get("b"), c = *state->get("c");
+  const int64_t before = rss_file_bytes();
+  REQUIRE(b.sum().item<double>() == big.sum().item<double>());  // touches b's pages
+  const int64_t touched = rss_file_bytes();
+  state->release_pages(b);
+  const int64_t released = rss_file_bytes();
+  if (before >= 0) {
+    CHECK(touched - before > (24 << 20));
+    CHECK(touched - released > (24 << 20));
+  }
+  // Every view still reads the file's values: b's pages come back from the file, the edge pages
+  // a and c share with b were never dropped.
+  CHECK(at::equal(a, small_a));
+  CHECK(at::equal(c, small_b));
+  CHECK(at::equal(b, big));
+  // A tensor that is not a view of the checkpoint is left alone.
+  const at::Tensor copy = big.clone();
+  state->release_pages(copy);
+  CHECK(at::equal(copy, big));
 }
 
 TEST_CASE("StateDict: sharded checkpoints through the index", "[safetensors]") {
