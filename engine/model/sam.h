@@ -44,8 +44,9 @@ class SamAttentionImpl : public torch::nn::Module {
   // Gathers the decomposed rel-pos tables for a square grid of side `side` (float32 resize of the
   // stored tables when their length differs, spec §5.4), in `dtype`.
   void prepare(int64_t side, at::ScalarType dtype);
-  // Views attended per SDPA call are capped so that their relative-position bias stays under
-  // this many bytes (one view at least); a setting for tests.
+  // Views (and bands of query rows of one view) attended per SDPA call are capped so that their
+  // relative-position bias stays under this many bytes (one grid row at least); a setting for
+  // tests.
   void set_max_bias_bytes(int64_t bytes) { max_bias_bytes_ = bytes; }
 
  private:
