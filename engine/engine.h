@@ -63,6 +63,8 @@ struct EngineOptions {
   // How the language model's weight matrices are kept on the CPU: auto (as the checkpoint stores
   // them, never wider than the compute dtype) | float32 | bfloat16 | int8 (model_runner.cpp).
   std::string weights = "auto";
+  // The KV cache's dtype: auto (the compute dtype) | float32 | bfloat16 (model_runner.cpp).
+  std::string kv_cache_dtype = "auto";
   int64_t block_size = 16;
   int64_t num_kv_blocks = 0;             // 0: size from memory (kv_memory_fraction)
   double kv_memory_fraction = 0.9;       // of the memory left after weights and activations

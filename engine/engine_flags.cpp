@@ -35,6 +35,12 @@ void add_one(FlagSet* flags, EngineFlags* v, EngineFlag flag, std::string_view h
                "float32, bfloat16, int8 (a scale per 32 values: ~0.28x float32, a small error, "
                "docs/cpu.md)"),
           env("DSOCR_WEIGHTS"));
+    case EngineFlag::kKvCacheDtype:
+      return flags->add_string(
+          "kv-cache-dtype", &v->kv_cache_dtype,
+          help("dtype of the KV cache: auto (the compute dtype), float32, bfloat16 (half the KV "
+               "memory and the memory a decode step reads at long contexts; docs/cpu.md)"),
+          env("DSOCR_KV_CACHE_DTYPE"));
     case EngineFlag::kMaxModelLen:
       return flags->add_int("max-model-len", &v->max_model_len,
                             help("context limit: prompt + output tokens"),
@@ -124,6 +130,10 @@ Status EngineFlags::validate() const {
   if (dtype != "auto" && dtype != "float32" && dtype != "bfloat16") {
     return invalid_argument("--dtype must be auto, float32 or bfloat16");
   }
+  if (kv_cache_dtype != "auto" && kv_cache_dtype != "float32" && kv_cache_dtype != "bfloat16") {
+    return invalid_argument("--kv-cache-dtype must be auto, float32 or bfloat16, got '" +
+                            kv_cache_dtype + "'");
+  }
   if (weights != "auto" && weights != "float32" && weights != "bfloat16" && weights != "int8") {
     return invalid_argument("--weights must be auto, float32, bfloat16 or int8, got '" + weights +
                             "'");
@@ -137,6 +147,7 @@ EngineOptions EngineFlags::to_options(const std::filesystem::path& model_dir) co
   o.device = device;
   o.dtype = dtype;
   o.weights = weights;
+  o.kv_cache_dtype = kv_cache_dtype;
   o.num_kv_blocks = num_kv_blocks;
   o.kv_memory_fraction = kv_memory_fraction;
   o.prefix_caching = prefix_caching;

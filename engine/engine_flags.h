@@ -36,6 +36,7 @@ struct EngineFlags {
   std::string device = "auto";
   std::string dtype = "auto";
   std::string weights = "auto";
+  std::string kv_cache_dtype = "auto";
   int64_t max_model_len = 8192;
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 2048;
@@ -61,6 +62,7 @@ enum class EngineFlag {
   kDevice,
   kDtype,
   kWeights,
+  kKvCacheDtype,
   kMaxModelLen,
   kMaxNumSeqs,
   kMaxNumBatchedTokens,

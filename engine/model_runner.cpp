@@ -40,6 +40,7 @@ constexpr size_t kImageCacheEntries = 16;
 struct ModelRunner::Impl {
   at::Device device{at::kCPU};
   at::ScalarType dtype = at::kFloat;
+  at::ScalarType kv_dtype = at::kFloat;  // of the KV cache: dtype or narrower
   int64_t block_size = 16;
   model::VisionModel vision{nullptr};
   model::LanguageModel language{nullptr};
@@ -59,6 +60,18 @@ RunnerStats ModelRunner::stats() const {
 }
 
 namespace {
+
+// The KV cache's dtype (EngineOptions::kv_cache_dtype): the compute dtype or narrower.
+StatusOr<at::ScalarType> kv_cache_dtype(const std::string& name, at::ScalarType compute) {
+  if (name == "auto") return compute;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float32") {
+    if (compute != at::kFloat)
+      return invalid_argument("--kv-cache-dtype float32 is wider than --dtype bfloat16");
+    return at::kFloat;
+  }
+  return invalid_argument("--kv-cache-dtype must be auto, float32 or bfloat16, got '" + name + "'");
+}
 
 // How the language model's weight matrices are kept (EngineOptions::weights): nullopt for the
 // modules in the compute dtype (the GPU's and float32's only way), or a StoredWeight format.
@@ -200,6 +213,7 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
     DSOCR_ASSIGN_OR_RETURN(impl->dtype, weights::parse_compute_dtype(options.dtype));
   }
   impl->block_size = options.block_size;
+  DSOCR_ASSIGN_OR_RETURN(impl->kv_dtype, kv_cache_dtype(options.kv_cache_dtype, impl->dtype));
 
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = options.torch_threads > 0
@@ -247,15 +261,17 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
 
   const auto& lc = config.language;
   DSOCR_ASSIGN_OR_RETURN(const int64_t blocks,
-                         size_kv_cache(options, lc, device_name, impl->device, impl->dtype,
+                         size_kv_cache(options, lc, device_name, impl->device, impl->kv_dtype,
                                        cpu_budget, weight_bytes, impl->language, logger));
   impl->cache = KvCache::allocate(lc.num_hidden_layers, blocks, options.block_size,
-                                  lc.num_key_value_heads, lc.head_dim(), impl->dtype, impl->device);
-  logger.info("KV cache: {} blocks of {} tokens ({} tokens, {:.2f} GiB)", blocks,
+                                  lc.num_key_value_heads, lc.head_dim(), impl->kv_dtype,
+                                  impl->device);
+  logger.info("KV cache: {} blocks of {} tokens ({} tokens, {}, {:.2f} GiB)", blocks,
               options.block_size, blocks * options.block_size,
+              impl->kv_dtype == at::kFloat ? "float32" : "bfloat16",
               KvCache::bytes_per_block(lc.num_hidden_layers, options.block_size,
                                        lc.num_key_value_heads, lc.head_dim(),
-                                       at::elementSize(impl->dtype)) *
+                                       at::elementSize(impl->kv_dtype)) *
                   blocks / double(1ll << 30));
   std::unique_ptr<ModelRunner> runner(new ModelRunner(std::move(impl)));
   runner->device_name_ = device_name;

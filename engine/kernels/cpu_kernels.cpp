@@ -105,7 +105,8 @@ DSOCR_INLINE v8f exp_nonpositive(v8f x) {
 // sum of values. Positions are the outer loop, so each token's K and V rows (all heads side by
 // side) are read front to back once per task rather than once per head with a stride.
 // `scratch` holds (h1 - h0) * (padded context + head_dim) floats.
-template <typename T>
+// T: the query and out element type; C: the caches'.
+template <typename T, typename C = T>
 DSOCR_INLINE void attend(const PagedAttentionArgs& a, const DecodeQuery& q, int64_t h0, int64_t h1,
                          float* scratch) {
   const int64_t dim = a.head_dim, d8 = dim / 8, group = a.heads / a.kv_heads, n = h1 - h0;
@@ -113,8 +114,8 @@ DSOCR_INLINE void attend(const PagedAttentionArgs& a, const DecodeQuery& q, int6
   float* scores = scratch;                // [n][padded]
   float* acc_all = scratch + n * padded;  // [n][dim]
   const T* query = static_cast<const T*>(a.query) + q.row * a.heads * dim;
-  const T* keys = static_cast<const T*>(a.key_cache);
-  const T* values = static_cast<const T*>(a.value_cache);
+  const C* keys = static_cast<const C*>(a.key_cache);
+  const C* values = static_cast<const C*>(a.value_cache);
   const int64_t row_stride = a.kv_heads * dim;
   auto token_row = [&](int64_t p) {
     return (static_cast<int64_t>(q.block_table[p / a.block_size]) * a.block_size +
@@ -129,9 +130,9 @@ DSOCR_INLINE void attend(const PagedAttentionArgs& a, const DecodeQuery& q, int6
     }
   }
   for (int64_t p = 0; p < q.context_len; ++p) {
-    const T* k_row = keys + token_row(p);
+    const C* k_row = keys + token_row(p);
     for (int64_t h = h0; h < h1; ++h) {
-      const T* k = k_row + (h / group) * dim;
+      const C* k = k_row + (h / group) * dim;
       const float* qh = acc_all + (h - h0) * dim;
       v8f s = {};
       for (int64_t d = 0; d < d8; ++d) s += load8(qh + 8 * d) * load8(k + 8 * d);
@@ -154,9 +155,9 @@ DSOCR_INLINE void attend(const PagedAttentionArgs& a, const DecodeQuery& q, int6
   }
   std::fill(acc_all, acc_all + n * dim, 0.0f);
   for (int64_t p = 0; p < q.context_len; ++p) {
-    const T* v_row = values + token_row(p);
+    const C* v_row = values + token_row(p);
     for (int64_t h = h0; h < h1; ++h) {
-      const T* v = v_row + (h / group) * dim;
+      const C* v = v_row + (h / group) * dim;
       float* acc = acc_all + (h - h0) * dim;
       const float weight = scores[(h - h0) * padded + p];
       for (int64_t d = 0; d < d8; ++d) {
@@ -179,6 +180,11 @@ DSOCR_CPU_CLONES void attend_f32(const PagedAttentionArgs& a, const DecodeQuery&
 DSOCR_CPU_CLONES void attend_bf16(const PagedAttentionArgs& a, const DecodeQuery& q, int64_t h0,
                                   int64_t h1, float* scratch) {
   attend<uint16_t>(a, q, h0, h1, scratch);
+}
+
+DSOCR_CPU_CLONES void attend_f32_bf16_cache(const PagedAttentionArgs& a, const DecodeQuery& q,
+                                            int64_t h0, int64_t h1, float* scratch) {
+  attend<float, uint16_t>(a, q, h0, h1, scratch);
 }
 
 // One or two rows of x against four rows of w (their dot products). The accumulators are named
@@ -658,6 +664,8 @@ void paged_decode_attention(const PagedAttentionArgs& args, std::span<const Deco
       << args.heads << " heads of " << args.head_dim;
   DSOCR_CHECK(args.kv_heads > 0 && args.heads % args.kv_heads == 0)
       << "heads " << args.heads << ", kv_heads " << args.kv_heads;
+  DSOCR_CHECK(args.cache_dtype == args.dtype || args.cache_dtype == Dtype::kBFloat16)
+      << "a float32 cache needs a float32 query";
   if (queries.empty()) return;
   int64_t max_len = 0;
   for (const DecodeQuery& q : queries) max_len = std::max(max_len, q.context_len);
@@ -673,7 +681,9 @@ void paged_decode_attention(const PagedAttentionArgs& args, std::span<const Deco
       const DecodeQuery& q = queries[static_cast<size_t>(t / tasks_per_query)];
       if (q.context_len == 0) continue;
       const int64_t h0 = (t % tasks_per_query) * heads_per_task, h1 = h0 + heads_per_task;
-      if (args.dtype == Dtype::kFloat32)
+      if (args.dtype == Dtype::kFloat32 && args.cache_dtype == Dtype::kBFloat16)
+        attend_f32_bf16_cache(args, q, h0, h1, scratch.data());
+      else if (args.dtype == Dtype::kFloat32)
         attend_f32(args, q, h0, h1, scratch.data());
       else
         attend_bf16(args, q, h0, h1, scratch.data());

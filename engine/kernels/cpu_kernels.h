@@ -39,7 +39,8 @@ struct PagedAttentionArgs {
   void* out = nullptr;          // [rows, heads, head_dim]; rows not queried are left as they are
   const void* key_cache = nullptr;    // [blocks, block_size, kv_heads, head_dim]
   const void* value_cache = nullptr;  // same shape
-  Dtype dtype = Dtype::kFloat32;      // of query, out and both caches
+  Dtype dtype = Dtype::kFloat32;        // of query and out
+  Dtype cache_dtype = Dtype::kFloat32;  // of both caches (bfloat16 under float32: --kv-cache-dtype)
   int64_t heads = 0, kv_heads = 0, head_dim = 0, block_size = 0;
   float scale = 1.0f;
 };

@@ -87,9 +87,11 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
   at::Tensor out = at::empty_like(query);
 
   for (const AttentionPlan::Prefill& p : plan.prefills) {
-    at::Tensor k =
-        expand_kv(key_rows.index_select(0, p.slots).transpose(0, 1), groups);  // [H, n, d]
-    at::Tensor v = expand_kv(value_rows.index_select(0, p.slots).transpose(0, 1), groups);
+    // A cache narrower than the query (bfloat16 KV under float32 compute) is widened as gathered.
+    at::Tensor k = expand_kv(
+        key_rows.index_select(0, p.slots).to(query.scalar_type()).transpose(0, 1), groups);
+    at::Tensor v = expand_kv(
+        value_rows.index_select(0, p.slots).to(query.scalar_type()).transpose(0, 1), groups);
     at::Tensor q = query.slice(0, p.q_start, p.q_start + p.q_len).transpose(0, 1);  // [H, q, d]
     const bool causal = !p.mask.defined();
     at::Tensor o = at::scaled_dot_product_attention(
@@ -102,16 +104,19 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
   if (!plan.cpu_decodes.empty()) {
     TORCH_CHECK(query.is_contiguous() && key_cache.is_contiguous() && value_cache.is_contiguous(),
                 "the CPU decode kernel needs contiguous query and caches");
-    TORCH_CHECK(query.scalar_type() == key_cache.scalar_type() &&
-                    query.scalar_type() == value_cache.scalar_type() &&
-                    (query.scalar_type() == at::kFloat || query.scalar_type() == at::kBFloat16),
-                "the CPU decode kernel takes float32 or bfloat16 query and caches of one dtype");
+    const auto float_or_bf16 = [](at::ScalarType t) { return t == at::kFloat || t == at::kBFloat16; };
+    TORCH_CHECK(key_cache.scalar_type() == value_cache.scalar_type() &&
+                    float_or_bf16(query.scalar_type()) && float_or_bf16(key_cache.scalar_type()),
+                "the CPU decode kernel takes float32 or bfloat16 query and caches (K and V of one "
+                "dtype)");
     cpu::PagedAttentionArgs args;
     args.query = query.data_ptr();
     args.out = out.data_ptr();
     args.key_cache = key_cache.data_ptr();
     args.value_cache = value_cache.data_ptr();
     args.dtype = query.scalar_type() == at::kFloat ? cpu::Dtype::kFloat32 : cpu::Dtype::kBFloat16;
+    args.cache_dtype =
+        key_cache.scalar_type() == at::kFloat ? cpu::Dtype::kFloat32 : cpu::Dtype::kBFloat16;
     args.heads = heads;
     args.kv_heads = kv_heads;
     args.head_dim = head_dim;
@@ -121,9 +126,11 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
   } else if (plan.num_decodes > 0) {
     const int64_t b = plan.num_decodes, max_len = plan.decode_max_len;
     at::Tensor k = key_rows.index_select(0, plan.decode_slots)
+                       .to(query.scalar_type())
                        .view({b, max_len, kv_heads, head_dim})
                        .transpose(1, 2);
     at::Tensor v = value_rows.index_select(0, plan.decode_slots)
+                       .to(query.scalar_type())
                        .view({b, max_len, kv_heads, head_dim})
                        .transpose(1, 2);
     at::Tensor q = query.index_select(0, plan.decode_rows).unsqueeze(2);  // [B, H, 1, d]

@@ -248,7 +248,10 @@ at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
   at::Tensor k =
       apply_rope(project(k_proj_, k_, y).view({t, config_.num_key_value_heads, hd}), cos, sin);
   at::Tensor v = project(v_proj_, v_, y).view({t, config_.num_key_value_heads, hd});
-  engine::write_kv_cache(k.contiguous(), v.contiguous(), key_cache, value_cache, batch.slot_mapping);
+  // The cache may be narrower than the compute dtype (--kv-cache-dtype bfloat16 on the CPU).
+  engine::write_kv_cache(k.to(key_cache.scalar_type()).contiguous(),
+                         v.to(value_cache.scalar_type()).contiguous(), key_cache, value_cache,
+                         batch.slot_mapping);
   at::Tensor attn = engine::paged_attention(q, key_cache, value_cache, attention,
                                     1.0 / std::sqrt(static_cast<double>(hd)));
   at::Tensor h = x + project(o_proj_, o_, attn.reshape({t, -1}));

@@ -87,7 +87,8 @@ int cmd_generate(int argc, const char* const* argv) {
                    "prompt text, taken literally ('<image>' marks images)");
   flags.add_int("max-tokens", &max_tokens, "generation limit (0: up to the context length)");
   add_engine_flags(&flags, &engine_flags,
-                   {EngineFlag::kDtype, EngineFlag::kWeights, EngineFlag::kDevice},
+                   {EngineFlag::kDtype, EngineFlag::kWeights, EngineFlag::kKvCacheDtype,
+                    EngineFlag::kDevice},
                    engine::EngineFlagEnv::kWithout);
   flags.add_bool("no-ngram", &no_ngram, "disable the no-repeat n-gram processor");
   flags.add_int("ngram-size", &ngram_size, "no-repeat n-gram size");
@@ -202,8 +203,8 @@ int cmd_bench(int argc, const char* const* argv) {
   flags.add_int("max-tokens", &max_tokens, "tokens generated per request");
   add_engine_flags(&flags, &engine_flags,
                    {EngineFlag::kMaxNumBatchedTokens, EngineFlag::kNumKvBlocks, EngineFlag::kDtype,
-                    EngineFlag::kWeights, EngineFlag::kDevice, EngineFlag::kPrefixCaching,
-                    EngineFlag::kCpuMemoryBudget},
+                    EngineFlag::kWeights, EngineFlag::kKvCacheDtype, EngineFlag::kDevice,
+                    EngineFlag::kPrefixCaching, EngineFlag::kCpuMemoryBudget},
                    engine::EngineFlagEnv::kWithout);
   flags.add_bool("json", &as_json, "print one JSON object");
   if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;

@@ -263,6 +263,7 @@ int cmd_ocr(int argc, const char* const* argv) {
                     EngineFlag::kDevice,
                     EngineFlag::kDtype,
                     EngineFlag::kWeights,
+                    EngineFlag::kKvCacheDtype,
                     EngineFlag::kMaxModelLen,
                     EngineFlag::kMaxNumBatchedTokens,
                     EngineFlag::kNumKvBlocks,

@@ -79,6 +79,28 @@ TEST_CASE("CPU decode attention equals the reference path", "[paged_attention]")
   }
 }
 
+TEST_CASE("a bfloat16 KV cache under float32 compute: kernel, reference and widened caches agree",
+          "[paged_attention]") {
+  // --kv-cache-dtype bfloat16 with float32 compute: the query stays float32, the caches are
+  // bfloat16. Both paths widen the cached values exactly, so they equal float32 attention over
+  // the widened caches (up to the order of sums).
+  const Setup s{10, 10, 128, 16, {1, 300, 1200}, at::kFloat};
+  Case c = make_case(s, 9);
+  Case narrow = c;
+  narrow.key_cache = c.key_cache.to(at::kBFloat16);
+  narrow.value_cache = c.value_cache.to(at::kBFloat16);
+  Case widened = c;
+  widened.key_cache = narrow.key_cache.to(at::kFloat);
+  widened.value_cache = narrow.value_cache.to(at::kFloat);
+  const at::Tensor expected = run(widened, s, true);
+  for (bool reference : {false, true}) {
+    CAPTURE(reference);
+    const at::Tensor out = run(narrow, s, reference);
+    REQUIRE(out.scalar_type() == at::kFloat);
+    CHECK(at::allclose(out, expected, 2e-5, 2e-5));
+  }
+}
+
 TEST_CASE("CPU decode attention of a sequence does not depend on its batch", "[paged_attention]") {
   const Setup s{8, 8, 64, 16, {500, 3, 77, 1024, 260}, at::kFloat};
   Case together = make_case(s, 42);

@@ -1,6 +1,7 @@
 """The real dsocr-server binary, started the way the README starts it (--model demo)."""
 import json
 import os
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -153,3 +154,26 @@ def test_weights_flag_picks_the_language_model_format_and_refuses_bad_values(tmp
     assert bad.returncode != 0 and "--weights must be auto, float32, bfloat16 or int8" in bad.stderr
     wider = generate("--weights", "float32", "--dtype", "bfloat16")
     assert wider.returncode == 1 and "--weights float32 is wider than --dtype bfloat16" in wider.stderr
+
+
+def test_kv_cache_dtype_flag(tmp_path):
+    """--kv-cache-dtype bfloat16 under float32 compute runs the demo model end to end with a
+    bfloat16 cache (half the bytes a block takes); bad values and widening are clear errors."""
+    env = {**os.environ, "DSOCR_CACHE_DIR": str(tmp_path / "cache")}
+
+    def generate(*flags):
+        return subprocess.run([str(BIN_DIR / "dsocr"), "generate", "--model", "demo", "--prompt",
+                               "Free OCR.", "--max-tokens", "4", "--json", *flags],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    for dtype in ("bfloat16", "auto"):
+        proc = generate("--kv-cache-dtype", dtype, "--weights", "int8")
+        assert proc.returncode == 0, (dtype, proc.stderr[-2000:])
+        expected = "bfloat16" if dtype == "bfloat16" else "float32"
+        assert re.search(r"KV cache: \d+ blocks of 16 tokens \(\d+ tokens, " + expected,
+                         proc.stderr), proc.stderr[-2000:]
+        assert json.loads(proc.stdout)["prompt_ids"]
+    bad = generate("--kv-cache-dtype", "int8")
+    assert bad.returncode != 0 and "--kv-cache-dtype must be auto, float32 or bfloat16" in bad.stderr
+    wider = generate("--kv-cache-dtype", "float32", "--dtype", "bfloat16")
+    assert wider.returncode != 0 and "--kv-cache-dtype float32 is wider" in wider.stderr
