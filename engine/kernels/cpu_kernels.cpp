@@ -252,22 +252,6 @@ DSOCR_CPU_CLONES void widen_generic(const WeightMatrix& m, float* out) {
 #if DSOCR_HAVE_AVX2_PATH
 // GCC widens an int8 vector to float32 lane by lane in portable vector code (~30 instructions for
 // eight values, which made int8 weights slower than float32 ones); AVX2 does it in two.
-__attribute__((target("avx2"))) void widen_int8_avx2(const WeightMatrix& m, float* out) {
-  const auto* q = static_cast<const int8_t*>(m.data);
-  const int64_t groups = int8_groups(m.cols);
-  for (int64_t r = 0; r < m.rows; ++r) {
-    for (int64_t g = 0; g < groups; ++g) {
-      const __m256 scale = _mm256_set1_ps(m.scales[r * groups + g]);
-      const int64_t c1 = std::min(m.cols, (g + 1) * kInt8Group);
-      for (int64_t c = g * kInt8Group; c < c1; c += 8) {
-        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + r * m.cols + c));
-        const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-        _mm256_storeu_ps(out + r * m.cols + c, _mm256_mul_ps(v, scale));
-      }
-    }
-  }
-}
-
 __attribute__((target("avx2"), always_inline)) inline __m256 widen8_avx2(const int8_t* p) {
   return _mm256_cvtepi32_ps(
       _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
@@ -276,6 +260,20 @@ __attribute__((target("avx2"), always_inline)) inline __m256 widen8_avx2(const i
 __attribute__((target("avx2"), always_inline)) inline __m256 widen8_avx2(const uint16_t* p) {
   const __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
+}
+
+__attribute__((target("avx2"))) void widen_int8_avx2(const WeightMatrix& m, float* out) {
+  const auto* q = static_cast<const int8_t*>(m.data);
+  const int64_t groups = int8_groups(m.cols);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const __m256 scale = _mm256_set1_ps(m.scales[r * groups + g]);
+      const int64_t c1 = std::min(m.cols, (g + 1) * kInt8Group);
+      for (int64_t c = g * kInt8Group; c < c1; c += 8) {
+        _mm256_storeu_ps(out + r * m.cols + c, _mm256_mul_ps(widen8_avx2(q + r * m.cols + c), scale));
+      }
+    }
+  }
 }
 
 // Rows of x against rows [j0, j1) of a narrow W (int8 or bfloat16), four rows of W at a time,
@@ -374,9 +372,8 @@ DSOCR_CPU_CLONES void matmul_float(const float* x, int64_t rows, const float* w,
 }
 
 // out[r][j] = dot(x[r], W[j]) for r < x_rows, j in [j0, j1) (out's row stride out_stride).
-// `tile` is scratch of kTileRows * w.cols floats.
 void linear_rows(const float* x, int64_t x_rows, const WeightMatrix& w, float* out,
-                 int64_t out_stride, int64_t j0, int64_t j1, float* tile) {
+                 int64_t out_stride, int64_t j0, int64_t j1) {
   if (w.format == WeightFormat::kFloat32)
     return matmul_float(x, x_rows, static_cast<const float*>(w.data), w.cols, out, out_stride, j0,
                         j1);
@@ -389,10 +386,11 @@ void linear_rows(const float* x, int64_t x_rows, const WeightMatrix& w, float* o
   }
 #endif
   // Elsewhere: widen a tile, then the float32 kernel.
+  std::vector<float> tile(static_cast<size_t>(kTileRows * w.cols));
   for (int64_t j = j0; j < j1; j += kTileRows) {
     const int64_t nj = std::min(kTileRows, j1 - j);
-    widen_range(w, j, nj, tile);
-    matmul_float(x, x_rows, tile, w.cols, out + j, out_stride, 0, nj);
+    widen_range(w, j, nj, tile.data());
+    matmul_float(x, x_rows, tile.data(), w.cols, out + j, out_stride, 0, nj);
   }
 }
 
@@ -401,9 +399,9 @@ void linear_rows(const float* x, int64_t x_rows, const WeightMatrix& w, float* o
 constexpr int64_t kWidenExpertRows = 16;
 
 // One expert over its n gathered rows: rows [n, hidden] -> result [n, hidden]. `wide` is scratch
-// for the widened weights when n is large, `tile` for linear_rows otherwise.
+// for the widened weights when n is large.
 void expert_forward(const MoeArgs& a, int64_t e, const float* rows, int64_t n, float* gate,
-                    float* up, float* result, std::vector<float>& wide, std::vector<float>& tile) {
+                    float* up, float* result, std::vector<float>& wide) {
   const int64_t h = a.hidden, i = a.inter;
   WeightMatrix g = a.gate.row_slice(e * i, i), u = a.up.row_slice(e * i, i),
                d = a.down.row_slice(e * h, h);
@@ -416,11 +414,10 @@ void expert_forward(const MoeArgs& a, int64_t e, const float* rows, int64_t n, f
       *parts[p] = WeightMatrix{dst, nullptr, WeightFormat::kFloat32, parts[p]->rows, parts[p]->cols};
     }
   }
-  tile.resize(static_cast<size_t>(kTileRows * std::max(h, i)));
-  linear_rows(rows, n, g, gate, i, 0, i, tile.data());
-  linear_rows(rows, n, u, up, i, 0, i, tile.data());
+  linear_rows(rows, n, g, gate, i, 0, i);
+  linear_rows(rows, n, u, up, i, 0, i);
   for (int64_t t = 0; t < n * i; ++t) gate[t] = gate[t] / (1.0f + std::exp(-gate[t])) * up[t];
-  linear_rows(gate, n, d, result, h, 0, h, tile.data());
+  linear_rows(gate, n, d, result, h, 0, h);
 }
 
 // Up to six rows of x against one panel: twelve accumulators (rows x two 8-lane halves of the
@@ -534,7 +531,7 @@ void moe_experts(const MoeArgs& a) {
     if (!by_expert[static_cast<size_t>(e)].empty()) chosen.push_back(e);
   std::vector<float> results(static_cast<size_t>(assignments * a.hidden));  // per assignment
   at::parallel_for(0, static_cast<int64_t>(chosen.size()), 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> rows, gate, up, result, wide, tile;
+    std::vector<float> rows, gate, up, result, wide;
     for (int64_t c = begin; c < end; ++c) {
       const int64_t e = chosen[static_cast<size_t>(c)];
       const auto& list = by_expert[static_cast<size_t>(e)];
@@ -546,7 +543,7 @@ void moe_experts(const MoeArgs& a) {
       for (int64_t r = 0; r < n; ++r)
         std::memcpy(rows.data() + r * a.hidden, a.x + (list[r] / a.top_k) * a.hidden,
                     static_cast<size_t>(a.hidden) * sizeof(float));
-      expert_forward(a, e, rows.data(), n, gate.data(), up.data(), result.data(), wide, tile);
+      expert_forward(a, e, rows.data(), n, gate.data(), up.data(), result.data(), wide);
       for (int64_t r = 0; r < n; ++r)
         std::memcpy(results.data() + list[r] * a.hidden, result.data() + r * a.hidden,
                     static_cast<size_t>(a.hidden) * sizeof(float));
@@ -582,8 +579,7 @@ void linear(const float* x, int64_t x_rows, const WeightMatrix& w, float* out) {
   // Blocks of 64 rows of W: ~20 per thread for a 1280-row projection, and a block (at most
   // 64 x 1280 float32 = 320 KiB) is read once from memory whatever x_rows is.
   at::parallel_for(0, (w.rows + 63) / 64, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> tile(static_cast<size_t>(kTileRows * w.cols));
-    linear_rows(x, x_rows, w, out, w.rows, begin * 64, std::min(w.rows, end * 64), tile.data());
+    linear_rows(x, x_rows, w, out, w.rows, begin * 64, std::min(w.rows, end * 64));
   });
 }
 

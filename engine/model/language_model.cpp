@@ -48,24 +48,29 @@ ProjectionImpl::ProjectionImpl(int64_t in, int64_t out) {
   weight = shape_only_parameter(*this, "weight", {out, in});
 }
 
-StoredWeight WeightStore::take(Projection& linear) const {
-  const at::Tensor source = linear->weight.data();
-  StoredWeight stored = StoredWeight::make(source, format, [this](const at::Tensor& rows) {
+StoredWeight::RowsDone WeightStore::release_converted() const {
+  return [this](const at::Tensor& rows) {
     if (state != nullptr) state->release_pages(rows);
-  });
-  empty_parameter(linear->weight);
+  };
+}
+
+void WeightStore::count_non_finite(const StoredWeight& stored) const {
   if (non_finite != nullptr) *non_finite += stored.non_finite();
+}
+
+StoredWeight WeightStore::take(Projection& linear) const {
+  StoredWeight stored = StoredWeight::make(linear->weight.data(), format, release_converted());
+  empty_parameter(linear->weight);
+  count_non_finite(stored);
   return stored;
 }
 
 StoredWeight WeightStore::take_stacked(const std::vector<Projection*>& linears) const {
   std::vector<at::Tensor> sources;
   for (Projection* linear : linears) sources.push_back((*linear)->weight.data());
-  StoredWeight stored = StoredWeight::stack(sources, format, [this](const at::Tensor& rows) {
-    if (state != nullptr) state->release_pages(rows);
-  });
+  StoredWeight stored = StoredWeight::stack(sources, format, release_converted());
   for (Projection* linear : linears) empty_parameter((*linear)->weight);
-  if (non_finite != nullptr) *non_finite += stored.non_finite();
+  count_non_finite(stored);
   return stored;
 }
 
@@ -145,11 +150,12 @@ at::Tensor MoeImpl::forward(const at::Tensor& x, bool reference) {
   // expert's weights once when many tokens chose it.
   constexpr int64_t kKernelMaxTokens = 64;
   const bool stored = stored_gate_.defined();
-  const bool float_or_bf16 = (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
-                             (stored || w_gate_.scalar_type() == at::kFloat ||
-                              w_gate_.scalar_type() == at::kBFloat16);
+  const auto float_or_bf16_type = [](at::ScalarType t) {
+    return t == at::kFloat || t == at::kBFloat16;
+  };
   const bool kernel =
-      stored || (!reference && x.is_cpu() && float_or_bf16 && x.size(0) <= kKernelMaxTokens &&
+      stored || (!reference && x.is_cpu() && float_or_bf16_type(x.scalar_type()) &&
+                 float_or_bf16_type(w_gate_.scalar_type()) && x.size(0) <= kKernelMaxTokens &&
                  engine::cpu::moe_supported(config_.hidden_size, config_.moe_intermediate_size));
   at::Tensor routed =
       kernel ? routed_cpu(x, experts, weights) : routed_reference(x, experts, weights);
@@ -285,7 +291,8 @@ Status LanguageModelImpl::load(const weights::StateDict& weights, at::ScalarType
   if (stored && !device.is_cpu())
     return invalid_argument("stored (narrow) weights are for the CPU; on " + device.str() +
                             " the weights take the compute dtype");
-  if (stored) {  // what the stored formats take, before anything is loaded
+  if (stored) {
+    // What the stored formats take, checked before anything is loaded.
     for (const std::string& name : weights.names()) {
       if (!is_stored_matrix(name)) continue;
       const weights::TensorInfo* info = weights.info(name);

@@ -59,6 +59,11 @@ struct WeightStore {
   StoredWeight take(Projection& linear) const;
   // Several linears' weights stacked into one StoredWeight; the parameters are emptied.
   StoredWeight take_stacked(const std::vector<Projection*>& linears) const;
+
+ private:
+  // Releases the file's pages of each block of source rows once converted; counts non-finite.
+  StoredWeight::RowsDone release_converted() const;
+  void count_non_finite(const StoredWeight& stored) const;
 };
 
 // x·Wᵀ by the stored weight when there is one, else by the module.
