@@ -381,15 +381,29 @@ at::Tensor ModelRunner::forward(const StepPlan& plan) {
       for (int64_t p = lo; p < hi; ++p) image_rows.push_back(q_start + (p - chunk.begin));
     }
   }
-  auto to_device = [&](const std::vector<int64_t>& v) {
-    return at::tensor(v, at::kLong).to(m.device);
+  // The step's index vectors cross to the device in one copy (from pinned memory on CUDA, without
+  // waiting), each then a view of it.
+  const std::vector<const std::vector<int64_t>*> parts = {&ids, &positions, &slots, &logits_rows,
+                                                          &image_rows};
+  size_t total = 0;
+  for (const auto* v : parts) total += v->size();
+  at::Tensor host = at::empty({static_cast<int64_t>(total)},
+                              at::TensorOptions().dtype(at::kLong).pinned_memory(m.device.is_cuda()));
+  int64_t* out = host.data_ptr<int64_t>();
+  for (const auto* v : parts) out = std::copy(v->begin(), v->end(), out);
+  const at::Tensor packed = m.device.is_cuda() ? host.to(m.device, /*non_blocking=*/true) : host;
+  int64_t offset = 0;
+  const auto next = [&](const std::vector<int64_t>& v) {
+    at::Tensor view = packed.slice(0, offset, offset + static_cast<int64_t>(v.size()));
+    offset += static_cast<int64_t>(v.size());
+    return view;
   };
-  batch.input_ids = to_device(ids);
-  batch.positions = to_device(positions);
-  batch.slot_mapping = to_device(slots);
-  batch.logits_rows = to_device(logits_rows);
+  batch.input_ids = next(ids);
+  batch.positions = next(positions);
+  batch.slot_mapping = next(slots);
+  batch.logits_rows = next(logits_rows);
   if (!image_rows.empty()) {
-    batch.image_rows = to_device(image_rows);
+    batch.image_rows = next(image_rows);
     batch.image_embeds = at::cat(image_parts, 0);
   }
   return m.language->forward(batch, m.cache);

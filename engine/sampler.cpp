@@ -1,6 +1,7 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -95,6 +96,7 @@ int32_t draw(const float* logits, int64_t vocab, const SamplingRow& row) {
 
 std::vector<int32_t> sample_tokens(const at::Tensor& logits, std::span<const SamplingRow> rows) {
   DSOCR_CHECK_EQ(logits.size(0), static_cast<int64_t>(rows.size()));
+  if (logits.is_cuda()) return sample_tokens_on_device(logits, rows);
   // A contiguous copy: the processors write into it, and the caller may still read the raw logits.
   at::Tensor cpu = logits.to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true,
                              at::MemoryFormat::Contiguous);
@@ -106,6 +108,161 @@ std::vector<int32_t> sample_tokens(const at::Tensor& logits, std::span<const Sam
     out[i] = rows[i].params->greedy() ? argmax(row, vocab) : draw(row, vocab, rows[i]);
   }
   return out;
+}
+
+namespace {
+
+// The sparse edits of one step's penalties and bans, as flat indices into [rows, vocab].
+struct LogitEdits {
+  std::vector<int64_t> scale_index;  // repetition penalty: l > 0 ? l / r : l * r
+  std::vector<float> scale_by;
+  std::vector<int64_t> subtract_index;  // frequency/presence penalties
+  std::vector<float> subtract;
+  std::vector<int64_t> ban_index;  // n-gram bans: -inf
+};
+
+LogitEdits collect_edits(std::span<const SamplingRow> rows, int64_t vocab) {
+  LogitEdits edits;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const SamplingRow& row = rows[i];
+    const SamplingParams& p = *row.params;
+    const int64_t base = static_cast<int64_t>(i) * vocab;
+    if (p.repetition_penalty != 1.0) {
+      std::vector<int32_t> seen(row.tokens.begin(), row.tokens.end());
+      std::sort(seen.begin(), seen.end());
+      seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+      for (int32_t t : seen) {
+        if (t < 0 || t >= vocab) continue;
+        edits.scale_index.push_back(base + t);
+        edits.scale_by.push_back(static_cast<float>(p.repetition_penalty));
+      }
+    }
+    if (p.frequency_penalty != 0.0 || p.presence_penalty != 0.0) {
+      std::unordered_map<int32_t, int> counts;
+      for (int32_t t : row.tokens.subspan(row.prompt_len)) ++counts[t];
+      for (auto [t, c] : counts) {
+        if (t < 0 || t >= vocab) continue;
+        edits.subtract_index.push_back(base + t);
+        edits.subtract.push_back(static_cast<float>(p.frequency_penalty * c + p.presence_penalty));
+      }
+    }
+    if (p.ngram_size > 0) {
+      for (int32_t t : ngram_banned_tokens(row.tokens.subspan(row.prompt_len), p.ngram_size,
+                                           p.ngram_window, p.ngram_whitelist))
+        if (t >= 0 && t < vocab) edits.ban_index.push_back(base + t);
+    }
+  }
+  return edits;
+}
+
+// Applies the edits to a contiguous [rows, vocab] float32 tensor in place. The host vectors go to
+// the device in one copy (indices and values packed into one int64 tensor, floats bit-cast).
+void apply_edits(at::Tensor& logits, const LogitEdits& edits) {
+  const size_t n_scale = edits.scale_index.size(), n_sub = edits.subtract_index.size();
+  const size_t n_ban = edits.ban_index.size();
+  if (n_scale + n_sub + n_ban == 0) return;
+  std::vector<int64_t> packed;
+  packed.reserve(2 * n_scale + 2 * n_sub + n_ban);
+  const auto bits = [](float f) {
+    int32_t b;
+    std::memcpy(&b, &f, sizeof b);
+    return static_cast<int64_t>(b);
+  };
+  packed.insert(packed.end(), edits.scale_index.begin(), edits.scale_index.end());
+  for (float f : edits.scale_by) packed.push_back(bits(f));
+  packed.insert(packed.end(), edits.subtract_index.begin(), edits.subtract_index.end());
+  for (float f : edits.subtract) packed.push_back(bits(f));
+  packed.insert(packed.end(), edits.ban_index.begin(), edits.ban_index.end());
+  const at::Tensor all = at::tensor(packed, at::kLong).to(logits.device(), /*non_blocking=*/false);
+  const auto floats = [](const at::Tensor& b) { return b.to(at::kInt).view(at::kFloat); };
+  at::Tensor flat = logits.view(-1);
+  int64_t at_ = 0;
+  const auto take = [&](size_t n) {
+    at::Tensor part = all.slice(0, at_, at_ + static_cast<int64_t>(n));
+    at_ += static_cast<int64_t>(n);
+    return part;
+  };
+  if (n_scale > 0) {
+    const at::Tensor index = take(n_scale), by = floats(take(n_scale));
+    const at::Tensor values = flat.index_select(0, index);
+    flat.index_copy_(0, index, at::where(values > 0, values / by, values * by));
+  }
+  if (n_sub > 0) {
+    const at::Tensor index = take(n_sub), amount = floats(take(n_sub));
+    flat.index_copy_(0, index, flat.index_select(0, index) - amount);  // indices are unique
+  }
+  if (n_ban > 0) flat.index_fill_(0, take(n_ban), kNegInf);
+}
+
+// Draws one token for each of `logits`' rows ([R, vocab] float32, edits applied): the host
+// path's draw() as tensor operations. `uniform` holds one U[0, 1) per row.
+at::Tensor draw_rows(const at::Tensor& logits, const std::vector<const SamplingParams*>& params,
+                     const std::vector<double>& uniform) {
+  const int64_t r = logits.size(0), vocab = logits.size(1);
+  std::vector<double> per_row;  // inv_t, top_k, top_p, min_p, u for each row
+  for (int64_t i = 0; i < r; ++i) {
+    const SamplingParams& p = *params[i];
+    per_row.insert(per_row.end(), {1.0 / p.temperature,
+                                   static_cast<double>(p.top_k > 0 ? std::min(p.top_k, vocab) : vocab),
+                                   p.top_p, p.min_p, uniform[i]});
+  }
+  const at::Tensor knobs =
+      at::tensor(per_row, at::kDouble).view({r, 5}).to(logits.device());
+  const at::Tensor inv_t = knobs.select(1, 0).unsqueeze(1), top_k = knobs.select(1, 1).unsqueeze(1);
+  const at::Tensor top_p = knobs.select(1, 2).unsqueeze(1), min_p = knobs.select(1, 3).unsqueeze(1);
+  const at::Tensor u = knobs.select(1, 4).unsqueeze(1);
+  // Sorted by logit, descending; a stable sort keeps ties in id order (the host path's order).
+  auto [sorted, ids] = logits.sort(/*stable=*/true, -1, /*descending=*/true);
+  const at::Tensor rank = at::arange(vocab, knobs.options()).unsqueeze(0);
+  const at::Tensor scaled = (sorted * inv_t.to(at::kFloat)).to(at::kDouble);
+  at::Tensor probs = (scaled - scaled.select(1, 0).unsqueeze(1)).exp();
+  probs.masked_fill_((rank >= top_k).logical_or(sorted == kNegInf), 0.0);
+  probs = probs / probs.sum(1, true);
+  // top-p: keep up to and including the first rank whose cumulative probability reaches top_p.
+  const at::Tensor cumulative = probs.cumsum(1);
+  at::Tensor keep = (cumulative - probs < top_p).logical_or(top_p >= 1.0);
+  // min-p: drop the tail below min_p times the top probability (the first rank always stays).
+  keep = keep.logical_and((probs >= min_p * probs.select(1, 0).unsqueeze(1)).logical_or(rank == 0));
+  const at::Tensor kept = probs * keep;
+  const at::Tensor kept_cumulative = kept.cumsum(1);
+  const at::Tensor target = u * kept_cumulative.select(1, -1).unsqueeze(1);
+  at::Tensor pick = at::searchsorted(kept_cumulative, target, /*out_int32=*/false, /*right=*/true);
+  // u * total may round onto the last boundary: stay on the last rank with probability left.
+  pick = at::minimum(pick, (kept > 0).sum(1, true) - 1).clamp_min(0);
+  at::Tensor chosen = ids.gather(1, pick).squeeze(1);
+  // A row with every logit banned: the host path falls back to argmax over the raw -inf row.
+  const at::Tensor empty = sorted.select(1, 0) == kNegInf;
+  return at::where(empty, logits.argmax(1), chosen);
+}
+
+}  // namespace
+
+std::vector<int32_t> sample_tokens_on_device(const at::Tensor& logits,
+                                             std::span<const SamplingRow> rows) {
+  DSOCR_CHECK_EQ(logits.size(0), static_cast<int64_t>(rows.size()));
+  if (rows.empty()) return {};
+  // A contiguous copy: the edits write into it, and the caller may still read the raw logits.
+  at::Tensor work = logits.to(logits.device(), at::kFloat, /*non_blocking=*/false, /*copy=*/true,
+                              at::MemoryFormat::Contiguous);
+  const int64_t vocab = work.size(1);
+  apply_edits(work, collect_edits(rows, vocab));
+  at::Tensor chosen = work.argmax(1);  // greedy rows; ties: the lowest id
+  std::vector<int64_t> sampled_rows;
+  std::vector<const SamplingParams*> params;
+  std::vector<double> uniform;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i].params->greedy()) continue;
+    sampled_rows.push_back(static_cast<int64_t>(i));
+    params.push_back(rows[i].params);
+    uniform.push_back(std::uniform_real_distribution<double>(0.0, 1.0)(*rows[i].rng));
+  }
+  if (!sampled_rows.empty()) {
+    const at::Tensor index = at::tensor(sampled_rows, at::kLong).to(work.device());
+    chosen.index_copy_(0, index, draw_rows(work.index_select(0, index), params, uniform));
+  }
+  // The step's one device-to-host copy.
+  const at::Tensor ids = chosen.to(at::kCPU, at::kInt);
+  return std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.numel());
 }
 
 }  // namespace dsocr::engine

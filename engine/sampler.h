@@ -27,6 +27,16 @@ struct SamplingRow {
 };
 
 // logits: [rows.size(), vocab] float32 (any device). Returns one token id per row.
+// CPU logits are processed row by row on the host; CUDA logits by sample_tokens_on_device.
 std::vector<int32_t> sample_tokens(const at::Tensor& logits, std::span<const SamplingRow> rows);
+
+// The same rules as tensor operations on the logits' device, so that only the chosen ids cross to
+// the host (one copy per step): the penalties and n-gram bans as sparse edits built on the host
+// from each row's tokens (one upload), greedy rows by argmax, the others by a sort, temperature,
+// top-k/top-p/min-p masks and an inverse-CDF draw with a uniform number taken from the request's
+// own generator (in row order, as the host path takes it), so seeded results match the host path.
+// Works on CPU tensors too (the tests compare it with the host path there).
+std::vector<int32_t> sample_tokens_on_device(const at::Tensor& logits,
+                                             std::span<const SamplingRow> rows);
 
 }  // namespace dsocr::engine

@@ -24,6 +24,8 @@ for f in "$BUILD_DIR"/bin/*; do
   [[ -f "$f" && -x "$f" ]] && cp "$f" "$STAGE/bin/"
 done
 cp scripts/device-run.sh "$STAGE/"
+# The commit the binaries were built from ("+dirty" when the tree had changes), for the results.
+echo "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)" > "$STAGE/COMMIT"
 
 # glibc's own libraries come from the GPU machine; torch's and NVIDIA's from its torch install.
 skip='/(libc|libm|libdl|libpthread|librt|libresolv|libutil|ld-linux[^/]*)\.so|/(torch|nvidia|triton)/|linux-vdso'

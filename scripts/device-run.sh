@@ -8,22 +8,11 @@
 # logs and JUnit reports, e.g. the device tool's $OUT).
 # Ends with the line "N passed, N failed" counting test cases; exit status 1 if any failed.
 set -uo pipefail
-ROOT="$(pwd)"
 BUNDLE="${1:-dist/dsocr-device-bundle.tar.xz}"
-PYTHON="${PYTHON:-python3}"
-[[ -f "$BUNDLE" ]] || { echo "device-run.sh: no bundle at $BUNDLE (run scripts/device-bundle.sh)" >&2; exit 2; }
-TORCH_LIB="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')" ||
-  { echo "device-run.sh: $PYTHON cannot import torch" >&2; exit 2; }
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-tar -C "$WORK" -xJf "$BUNDLE"
-DIR="$WORK/dsocr-device-bundle"
-export LD_LIBRARY_PATH="$DIR/lib:$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export DSOCR_SOURCE_DIR="$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/device-env.sh"
 REPORTS="${OUT:-$WORK/reports}"
 mkdir -p "$REPORTS"
 
-echo "== torch: $("$PYTHON" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count())')"
 "$DIR/bin/dsocr" info || { echo "device-run.sh: dsocr does not start here" >&2; exit 1; }
 
 passed=0 failed=0

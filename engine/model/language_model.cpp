@@ -114,8 +114,15 @@ void MoeImpl::pack_experts() {
     downs.push_back(e->down_proj->weight);
   }
   at::NoGradGuard no_grad;
-  w_gate_ = at::stack(gates);
-  w_up_ = at::stack(ups);
+  if (gates.front().is_cuda()) {
+    const int64_t inter = config_.moe_intermediate_size;
+    w_gate_up_ = at::cat({at::stack(gates), at::stack(ups)}, 1);
+    w_gate_ = w_gate_up_.slice(1, 0, inter);
+    w_up_ = w_gate_up_.slice(1, inter, 2 * inter);
+  } else {
+    w_gate_ = at::stack(gates);
+    w_up_ = at::stack(ups);
+  }
   w_down_ = at::stack(downs);
   for (size_t e = 0; e < experts_.size(); ++e) {  // the modules now view the stacked storage
     experts_[e]->gate_proj->weight.set_data(w_gate_[e]);
@@ -137,7 +144,7 @@ void MoeImpl::store(const WeightStore& store) {
   shared_experts_->store(store);
 }
 
-at::Tensor MoeImpl::forward(const at::Tensor& x, bool reference) {
+at::Tensor MoeImpl::forward(const at::Tensor& x, Route route) {
   const int64_t k = config_.num_experts_per_tok;
   at::Tensor scores = at::linear(x.to(at::kFloat), gate_weight_.to(at::kFloat)).softmax(-1);
   auto [weights, experts] = scores.topk(k, -1, /*largest=*/true, /*sorted=*/false);
@@ -154,11 +161,16 @@ at::Tensor MoeImpl::forward(const at::Tensor& x, bool reference) {
     return t == at::kFloat || t == at::kBFloat16;
   };
   const bool kernel =
-      stored || (!reference && x.is_cpu() && float_or_bf16_type(x.scalar_type()) &&
+      stored || (route == Route::kAuto && x.is_cpu() && float_or_bf16_type(x.scalar_type()) &&
                  float_or_bf16_type(w_gate_.scalar_type()) && x.size(0) <= kKernelMaxTokens &&
                  engine::cpu::moe_supported(config_.hidden_size, config_.moe_intermediate_size));
-  at::Tensor routed =
-      kernel ? routed_cpu(x, experts, weights) : routed_reference(x, experts, weights);
+  // On CUDA: grouped GEMMs (at::_grouped_mm: CUTLASS on sm_90 in bfloat16), no host sync.
+  const bool grouped = route == Route::kGrouped ||
+                       (route == Route::kAuto && x.is_cuda() && x.scalar_type() == at::kBFloat16 &&
+                        w_gate_up_.defined());
+  at::Tensor routed = kernel    ? routed_cpu(x, experts, weights)
+                      : grouped ? routed_grouped(x, experts, weights)
+                                : routed_reference(x, experts, weights);
   return routed + shared_experts_->forward(x);
 }
 
@@ -209,6 +221,31 @@ at::Tensor MoeImpl::routed_reference(const at::Tensor& x, const at::Tensor& expe
     begin += n;
   }
   return out;
+}
+
+at::Tensor MoeImpl::routed_grouped(const at::Tensor& x, const at::Tensor& experts,
+                                   const at::Tensor& weights) {
+  const int64_t tokens = x.size(0), k = config_.num_experts_per_tok;
+  const int64_t num_experts = config_.n_routed_experts, inter = config_.moe_intermediate_size;
+  // Every (token, slot) assignment, grouped by expert: a stable sort on the device, and each
+  // group's end row found by binary search (at::bincount would read its maximum on the host).
+  auto [sorted_experts, order] = experts.reshape(-1).sort(/*stable=*/true, 0, false);
+  const at::Tensor group_ends = at::searchsorted(
+      sorted_experts, at::arange(num_experts, sorted_experts.options()), /*out_int32=*/true,
+      /*right=*/true);
+  const at::Tensor rows = x.index_select(0, order.div(k, "floor"));
+  // A CPU test forces this path on weights stacked without the fused gate/up tensor.
+  const at::Tensor gate_up =
+      w_gate_up_.defined() ? w_gate_up_ : at::cat({w_gate_, w_up_}, 1);
+  const at::Tensor h = at::_grouped_mm(rows, gate_up.transpose(1, 2), group_ends);  // [T*k, 2I]
+  const at::Tensor act = at::silu(h.slice(1, 0, inter)) * h.slice(1, inter, 2 * inter);
+  at::Tensor y = at::_grouped_mm(act, w_down_.transpose(1, 2), group_ends);  // [T*k, H]
+  y.mul_(weights.reshape(-1).index_select(0, order).unsqueeze(1).to(y.scalar_type()));
+  // Back to (token, slot) order, then each token's k results summed in slot order: no atomics,
+  // so a token's output does not depend on what else is in the batch.
+  at::Tensor per_slot = at::empty_like(y);
+  per_slot.index_copy_(0, order, y);
+  return per_slot.view({tokens, k, x.size(1)}).sum(1).to(x.scalar_type());
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const weights::LanguageConfig& config, int64_t index)

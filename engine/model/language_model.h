@@ -87,9 +87,16 @@ TORCH_MODULE(SwiGluMlp);
 class MoeImpl : public torch::nn::Module {
  public:
   explicit MoeImpl(const weights::LanguageConfig& config);
-  // [T, hidden]. `reference` forces the libtorch path for the routed experts (tests compare).
-  at::Tensor forward(const at::Tensor& x, bool reference = false);
-  // Stacks the experts' weights (call once after loading).
+  // How the routed experts run: kAuto picks by device (the CPU kernel for decode-sized batches on
+  // the CPU, grouped GEMMs on CUDA); tests force the others to compare them.
+  enum class Route { kAuto, kReference, kGrouped };
+  // [T, hidden].
+  at::Tensor forward(const at::Tensor& x, Route route = Route::kAuto);
+  at::Tensor forward(const at::Tensor& x, bool reference) {
+    return forward(x, reference ? Route::kReference : Route::kAuto);
+  }
+  // Stacks the experts' weights (call once after loading); on CUDA gate and up as one
+  // [E, 2I, H] tensor for the grouped path (w_gate_ and w_up_ then view its halves).
   void pack_experts();
   // Instead of pack_experts(): every matrix becomes a StoredWeight (the routed experts stacked).
   void store(const WeightStore& store);
@@ -98,12 +105,15 @@ class MoeImpl : public torch::nn::Module {
   at::Tensor routed_cpu(const at::Tensor& x, const at::Tensor& experts, const at::Tensor& weights);
   at::Tensor routed_reference(const at::Tensor& x, const at::Tensor& experts,
                               const at::Tensor& weights);
+  at::Tensor routed_grouped(const at::Tensor& x, const at::Tensor& experts,
+                            const at::Tensor& weights);
 
   weights::LanguageConfig config_;
   at::Tensor gate_weight_;  // router [E, hidden]
   std::vector<SwiGluMlp> experts_;
   SwiGluMlp shared_experts_{nullptr};
   at::Tensor w_gate_, w_up_, w_down_;  // [E, I, H], [E, I, H], [E, H, I]
+  at::Tensor w_gate_up_;  // [E, 2I, H]: gate rows then up rows; set when the weights are on CUDA
   StoredWeight stored_gate_, stored_up_, stored_down_;  // [E * I, H], [E * I, H], [E * H, I]
 };
 TORCH_MODULE(Moe);

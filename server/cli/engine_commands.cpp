@@ -185,7 +185,7 @@ int cmd_generate(int argc, const char* const* argv) {
 }
 
 // Offline throughput through the engine's public API: N requests cycling over the images, at most
-// C in flight, each generating exactly max-tokens tokens (EOS ignored).
+// C in flight, each generating max-tokens tokens (EOS ignored unless --ignore-eos=false).
 int cmd_bench(int argc, const char* const* argv) {
   using engine::EngineFlag;
   engine::EngineFlags engine_flags;
@@ -194,6 +194,7 @@ int cmd_bench(int argc, const char* const* argv) {
   std::vector<std::string> images;
   int64_t requests = 16, concurrency = 16, max_tokens = 64;
   bool as_json = false;
+  bool ignore_eos = true;
   FlagSet flags("dsocr bench", "Offline throughput of the engine (pages/s, tokens/s, TTFT, ITL).");
   add_engine_flags(&flags, &engine_flags, {EngineFlag::kModel}, engine::EngineFlagEnv::kWithout);
   flags.add_repeated("image", &images, "page image (repeatable; requests cycle over them)");
@@ -206,6 +207,9 @@ int cmd_bench(int argc, const char* const* argv) {
                     EngineFlag::kWeights, EngineFlag::kKvCacheDtype, EngineFlag::kDevice,
                     EngineFlag::kPrefixCaching, EngineFlag::kCpuMemoryBudget},
                    engine::EngineFlagEnv::kWithout);
+  flags.add_bool("ignore-eos", &ignore_eos,
+                 "generate --max-tokens tokens whatever the model emits (false: EOS ends a request, "
+                 "as in service)");
   flags.add_bool("json", &as_json, "print one JSON object");
   if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
   if (engine_flags.model.empty() || requests < 1 || concurrency < 1 || max_tokens < 1) {
@@ -239,7 +243,7 @@ int cmd_bench(int argc, const char* const* argv) {
       r.prompt = prompt;
       if (!pages.empty()) r.images.push_back(pages[submitted % pages.size()]);
       r.sampling.max_tokens = max_tokens;
-      r.sampling.ignore_eos = true;
+      r.sampling.ignore_eos = ignore_eos;
       auto s = (*engine)->submit(std::move(r));
       if (!s.ok()) {
         std::cerr << "dsocr bench: " << s.status().message() << "\n";
@@ -281,6 +285,7 @@ int cmd_bench(int argc, const char* const* argv) {
                         {"wall_s", wall},
                         {"pages_per_s", requests / wall},
                         {"output_tokens_per_s", output_tokens / wall},
+                        {"output_tokens", output_tokens},
                         {"prompt_tokens", prompt_tokens},
                         {"ttft_ms",
                          {{"p50", percentile(ttft, 0.5)},

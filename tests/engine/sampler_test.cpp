@@ -3,6 +3,10 @@
 
 #include <ATen/ATen.h>
 
+#include <torch/cuda.h>
+
+#include <limits>
+
 #include "engine/sampler.h"
 
 using namespace dsocr::engine;
@@ -13,9 +17,12 @@ std::vector<int32_t> sample_one(std::vector<float> logits, const SamplingParams&
                                 std::vector<int32_t> tokens = {}, int64_t prompt_len = 0,
                                 uint64_t seed = 0) {
   at::Tensor t = at::tensor(logits).unsqueeze(0);
-  std::mt19937_64 rng(seed);
-  SamplingRow row{&p, tokens, prompt_len, &rng};
-  return sample_tokens(t, {&row, 1});
+  std::mt19937_64 rng(seed), same(seed);
+  SamplingRow row{&p, tokens, prompt_len, &rng}, again{&p, tokens, prompt_len, &same};
+  std::vector<int32_t> host = sample_tokens(t, {&row, 1});
+  // The tensor path (the GPU's, here on CPU tensors) follows the same rules.
+  CHECK(sample_tokens_on_device(t, {&again, 1}) == host);
+  return host;
 }
 
 SamplingParams greedy() {
@@ -95,3 +102,63 @@ TEST_CASE("seeded sampling is reproducible and follows the distribution", "[samp
   CHECK(counts[2] < 2200);
   CHECK(counts[0] > 850);
 }
+
+// Mixed batches through both paths: greedy and sampled rows, every penalty, n-gram bans, ties
+// and fully banned rows; the tensor path (the GPU's) must pick what the host path picks.
+namespace {
+
+void compare_paths(at::Device device) {
+  std::mt19937_64 setup(7);
+  const int64_t vocab = 300;
+  for (int trial = 0; trial < 40; ++trial) {
+    const int64_t rows = 1 + static_cast<int64_t>(setup() % 9);
+    at::manual_seed(trial);
+    at::Tensor logits = at::randn({rows, vocab}) * 3;
+    if (trial % 5 == 0) logits.slice(1, 0, 10).fill_(4.0);  // ties at the top
+    std::vector<SamplingParams> params(rows);
+    std::vector<std::vector<int32_t>> tokens(rows);
+    for (int64_t i = 0; i < rows; ++i) {
+      SamplingParams& p = params[i];
+      p.temperature = setup() % 2 ? 0.0 : 0.3 + (setup() % 10) / 5.0;
+      p.top_k = setup() % 3 == 0 ? static_cast<int64_t>(setup() % 50) : 0;
+      p.top_p = setup() % 3 == 0 ? 0.5 + (setup() % 50) / 100.0 : 1.0;
+      p.min_p = setup() % 4 == 0 ? (setup() % 30) / 100.0 : 0.0;
+      p.repetition_penalty = setup() % 3 == 0 ? 1.3 : 1.0;
+      p.frequency_penalty = setup() % 4 == 0 ? 0.5 : 0.0;
+      p.presence_penalty = setup() % 4 == 0 ? 0.7 : 0.0;
+      p.ngram_size = setup() % 2 ? 3 : 0;
+      p.ngram_window = 50;
+      // A prompt, then output that repeats itself (so n-gram bans fire).
+      for (int j = 0; j < 20; ++j) tokens[i].push_back(static_cast<int32_t>(setup() % vocab));
+      for (int j = 0; j < 30; ++j) tokens[i].push_back(static_cast<int32_t>(setup() % 12));
+    }
+    if (trial % 7 == 0) logits[0].fill_(-std::numeric_limits<float>::infinity());
+    std::vector<std::mt19937_64> rng_a, rng_b;
+    for (int64_t i = 0; i < rows; ++i) {
+      rng_a.emplace_back(trial * 100 + i);
+      rng_b.emplace_back(trial * 100 + i);
+    }
+    std::vector<SamplingRow> a, b;
+    for (int64_t i = 0; i < rows; ++i) {
+      a.push_back({&params[i], tokens[i], 20, &rng_a[i]});
+      b.push_back({&params[i], tokens[i], 20, &rng_b[i]});
+    }
+    CAPTURE(trial, rows);
+    CHECK(sample_tokens_on_device(logits.to(device), b) == sample_tokens(logits, a));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the tensor sampling path picks what the host path picks", "[sampler]") {
+  compare_paths(at::kCPU);
+}
+
+TEST_CASE("sampling on CUDA picks what the host path picks", "[sampler][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("skipped: no CUDA device");
+    return;
+  }
+  compare_paths(at::Device(at::kCUDA, 0));
+}
+
