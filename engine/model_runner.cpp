@@ -15,6 +15,7 @@
 #include "engine/kernels/cpu_kernels.h"
 #include "engine/kernels/forward_batch.h"
 #include "engine/kernels/kv_cache.h"
+#include "engine/kernels/paged_attention.h"
 #include "engine/model/language_model.h"
 #include "engine/model/pixel_values.h"
 #include "engine/model/vision_model.h"
@@ -134,8 +135,10 @@ std::pair<int64_t, bool> loaded_weight_bytes(const weights::StateDict& state, at
 // within the memory budget: engine/memory_plan.h).
 StatusOr<int64_t> size_kv_cache(const EngineOptions& options, const weights::LanguageConfig& lc,
                                 const std::string& device_name, at::Device device,
-                                at::ScalarType dtype, int64_t cpu_budget, int64_t weight_bytes,
-                                model::LanguageModel& language, spdlog::logger& logger) {
+                                at::ScalarType dtype, at::ScalarType compute_dtype,
+                                int64_t cpu_budget, int64_t weight_bytes,
+                                model::LanguageModel& language, model::VisionModel& vision,
+                                spdlog::logger& logger) {
   const int64_t per_block = KvCache::bytes_per_block(lc.num_hidden_layers, options.block_size,
                                                      lc.num_key_value_heads, lc.head_dim(),
                                                      at::elementSize(dtype));
@@ -185,15 +188,42 @@ StatusOr<int64_t> size_kv_cache(const EngineOptions& options, const weights::Lan
     logger.info("{}", plan.describe());
     return plan.kv_blocks;
   }
+  // The vision encoder's peak: the largest batches one step may encode (the per-step image-token
+  // budget filled with 6-tile pages, or with untiled pages: 6 * 144 + 256 + 1 and 256 + 1 tokens).
+  // Its activations stay in the caching allocator's pool, so the free memory read below is what
+  // is left beside the language model's maximal step and the vision batch.
+  {
+    const int64_t budget_tokens = options.scheduler.max_image_tokens_per_step;
+    const auto opts = at::TensorOptions().dtype(compute_dtype).device(device);
+    const int64_t tiled_pages = std::max<int64_t>(1, budget_tokens / (6 * 144 + 256 + 1));
+    const int64_t plain_pages = std::max<int64_t>(1, budget_tokens / (256 + 1));
+    model::PixelBatch tiled{at::zeros({tiled_pages, 3, 1024, 1024}, opts),
+                            at::zeros({tiled_pages * 6, 3, 768, 768}, opts),
+                            std::vector<int>(static_cast<size_t>(tiled_pages), 6)};
+    (void)vision->encode(tiled);
+    model::PixelBatch plain{at::zeros({plain_pages, 3, 1024, 1024}, opts), at::Tensor(),
+                            std::vector<int>(static_cast<size_t>(plain_pages), 0)};
+    (void)vision->encode(plain);
+  }
+  // Decode temporaries the probes did not make: a full batch's float32 logits and the sampler's
+  // sort of them (values, ids, float64 probabilities and their prefix sums: ~40 bytes a logit).
+  const int64_t decode_temporaries =
+      options.scheduler.max_num_seqs * lc.vocab_size * (4 + 40);
   const int64_t free_bytes = free_memory_bytes(device_name);
-  const int64_t budget =
-      static_cast<int64_t>(options.kv_memory_fraction * static_cast<double>(free_bytes));
+  const int64_t budget = static_cast<int64_t>(options.kv_memory_fraction *
+                                              static_cast<double>(free_bytes - decode_temporaries));
   int64_t blocks = std::min(budget / per_block, needed * options.scheduler.max_num_seqs);
   if (blocks < needed) {
     logger.warn("only {} KV blocks fit in free memory; using the {} one request needs", blocks,
                 needed);
     blocks = needed;
   }
+  logger.info("GPU memory: {} free after the weights and a maximal language-model step and "
+              "vision batch; {} kept for decode temporaries; {} KV blocks ({} tokens, {} sequences "
+              "of {} tokens), {} left",
+              format_bytes(free_bytes), format_bytes(decode_temporaries), blocks,
+              blocks * options.block_size, blocks / needed, options.scheduler.max_model_len,
+              format_bytes(free_bytes - blocks * per_block));
   return blocks;
 }
 
@@ -262,10 +292,14 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
   const auto& lc = config.language;
   DSOCR_ASSIGN_OR_RETURN(const int64_t blocks,
                          size_kv_cache(options, lc, device_name, impl->device, impl->kv_dtype,
-                                       cpu_budget, weight_bytes, impl->language, logger));
+                                       impl->dtype, cpu_budget, weight_bytes, impl->language,
+                                       impl->vision, logger));
   impl->cache = KvCache::allocate(lc.num_hidden_layers, blocks, options.block_size,
                                   lc.num_key_value_heads, lc.head_dim(), impl->kv_dtype,
                                   impl->device);
+  impl->cache.gpu_attention =
+      make_gpu_attention(impl->device, lc.num_attention_heads, lc.num_key_value_heads,
+                         lc.head_dim(), options.block_size, blocks, impl->kv_dtype);
   logger.info("KV cache: {} blocks of {} tokens ({} tokens, {}, {:.2f} GiB)", blocks,
               options.block_size, blocks * options.block_size,
               impl->kv_dtype == at::kFloat ? "float32" : "bfloat16",

@@ -105,6 +105,14 @@ if [[ "$(cat "$STAMP" 2>/dev/null || true)" != "$REQ_HASH" ]]; then
 else
   step ".venv: requirements up to date"
 fi
+# FlashInfer's header-only CUDA kernels (cmake/DsocrFlashInfer.cmake) for a CUDA build: the wheel
+# alone, without the JIT's dependencies (nothing of it runs; the build reads its headers).
+FLASHINFER_WHEEL="flashinfer-python==0.7.2.post1"
+if [[ "${DSOCR_CUDA:-}" != "OFF" ]] && { command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; } &&
+   ! .venv/bin/python -m pip show -q flashinfer-python 2>/dev/null; then
+  step "Installing FlashInfer's CUDA headers ($FLASHINFER_WHEEL, no dependencies) into .venv"
+  .venv/bin/python -m pip install --progress-bar off --no-deps "$FLASHINFER_WHEEL"
+fi
 
 # --- 3. Configure and build ---------------------------------------------------------------------
 if ((DO_BUILD)); then

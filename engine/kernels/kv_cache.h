@@ -9,15 +9,23 @@
 
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <vector>
 
 namespace dsocr::engine {
+
+namespace kernels {
+class FlashInferPagedAttention;
+}
 
 struct KvCache {
   int64_t num_blocks = 0;
   int64_t block_size = 0;
   std::vector<at::Tensor> keys;  // one per layer
   std::vector<at::Tensor> values;
+  // The GPU attention kernels planned over this cache (paged_attention.h); null on the CPU or
+  // when the reference path serves.
+  std::shared_ptr<kernels::FlashInferPagedAttention> gpu_attention;
 
   static KvCache allocate(int64_t layers, int64_t num_blocks, int64_t block_size, int64_t kv_heads,
                           int64_t head_dim, at::ScalarType dtype, at::Device device) {

@@ -1,8 +1,48 @@
 #include "engine/kernels/paged_attention.h"
 
 #include "common/check.h"
+#include "common/logging.h"
+#include "engine/kernels/flashinfer_attention.h"
+
+#ifdef DSOCR_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
 
 namespace dsocr::engine {
+
+std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t heads,
+                                                 int64_t kv_heads, int64_t head_dim,
+                                                 int64_t block_size, int64_t num_blocks,
+                                                 at::ScalarType cache_dtype) {
+  auto logger = log::get("engine");
+  if (!device.is_cuda()) return nullptr;
+#ifdef DSOCR_WITH_CUDA
+  if (cache_dtype != at::kBFloat16 || head_dim != 128) {
+    logger->warn("attention: the reference path (the GPU kernels are built for a bfloat16 cache "
+                 "and head_dim 128; this is {} with head_dim {})",
+                 c10::toString(cache_dtype), head_dim);
+    return nullptr;
+  }
+  kernels::FlashInferPagedAttention::Config config;
+  config.num_qo_heads = static_cast<int>(heads);
+  config.num_kv_heads = static_cast<int>(kv_heads);
+  config.head_dim = static_cast<int>(head_dim);
+  config.page_size = static_cast<int>(block_size);
+  config.device = device.index() < 0 ? 0 : device.index();
+  config.num_pages = num_blocks;
+  auto created = kernels::FlashInferPagedAttention::create(config);
+  if (!created.ok()) {
+    logger->warn("attention: the reference path (FlashInfer: {})", created.status().message());
+    return nullptr;
+  }
+  logger->info("attention: FlashInfer paged kernels (batch decode, batch prefill)");
+  return std::shared_ptr<GpuAttention>(std::move(*created));
+#else
+  logger->warn("attention: the reference path (this build has no CUDA kernels)");
+  return nullptr;
+#endif
+}
 
 std::vector<int64_t> context_slots(const SequenceSlice& seq, int64_t block_size) {
   std::vector<int64_t> slots(seq.context_len);
@@ -15,8 +55,32 @@ std::vector<int64_t> context_slots(const SequenceSlice& seq, int64_t block_size)
 }
 
 AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size, at::Device device,
-                                   int64_t heads, int64_t head_dim, bool reference) {
+                                   int64_t heads, int64_t head_dim, bool reference,
+                                   GpuAttention* gpu) {
   AttentionPlan plan;
+#ifdef DSOCR_WITH_CUDA
+  if (gpu != nullptr && device.is_cuda() && !reference) {
+    // Sequences in row order (the batch's invariant); chunks of no rows add nothing.
+    kernels::PageTableBuilder pages(static_cast<int>(block_size));
+    bool decode_only = true;
+    for (const SequenceSlice& seq : batch.sequences) {
+      if (seq.q_len == 0) continue;
+      DSOCR_CHECK_EQ(seq.q_start, pages.rows());
+      DSOCR_CHECK_GE(static_cast<int64_t>(seq.block_table.size()) * block_size, seq.context_len);
+      pages.add(seq.block_table.data(), seq.context_len, seq.q_len);
+      decode_only = decode_only && seq.q_len == 1;
+    }
+    void* stream = at::cuda::getCurrentCUDAStream(device.index()).stream();
+    const Status planned = decode_only ? gpu->plan_decode(pages.view(), stream)
+                                       : gpu->plan_prefill(pages.qo_indptr(), pages.view(), stream);
+    if (!planned.ok()) throw std::runtime_error("attention plan: " + planned.message());
+    plan.gpu = gpu;
+    plan.gpu_decode_only = decode_only;
+    return plan;
+  }
+#else
+  (void)gpu;
+#endif
   const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
   std::vector<const SequenceSlice*> decodes;
   for (const SequenceSlice& seq : batch.sequences) {
@@ -85,6 +149,27 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
   at::Tensor key_rows = key_cache.view({-1, kv_heads, head_dim});
   at::Tensor value_rows = value_cache.view({-1, kv_heads, head_dim});
   at::Tensor out = at::empty_like(query);
+#ifdef DSOCR_WITH_CUDA
+  if (plan.gpu != nullptr) {
+    TORCH_CHECK(query.scalar_type() == at::kBFloat16 && key_cache.scalar_type() == at::kBFloat16 &&
+                    value_cache.scalar_type() == at::kBFloat16,
+                "the GPU attention kernels take bfloat16 queries and caches");
+    TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(),
+                "the GPU attention kernels need contiguous caches");
+    const at::Tensor q = query.contiguous();
+    out = at::empty(q.sizes(), q.options());
+    const c10::cuda::CUDAGuard guard(query.device());
+    void* stream = at::cuda::getCurrentCUDAStream(query.device().index()).stream();
+    const Status ran =
+        plan.gpu_decode_only
+            ? plan.gpu->run_decode(q.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
+                                   out.data_ptr(), stream)
+            : plan.gpu->run_prefill(q.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
+                                    out.data_ptr(), stream);
+    if (!ran.ok()) throw std::runtime_error("attention: " + ran.message());
+    return out;
+  }
+#endif
 
   for (const AttentionPlan::Prefill& p : plan.prefills) {
     // A cache narrower than the query (bfloat16 KV under float32 compute) is widened as gathered.

@@ -7,20 +7,39 @@
 // On the CPU, decode rows go to cpu::paged_decode_attention instead (cpu_kernels.h: reads K/V in
 // place, no padded copy); prefill chunks always take the reference path.
 //
-// The gather indices and masks depend only on the batch, not on the layer: AttentionPlan builds
-// them once per forward and every layer reuses them.
+// On CUDA in bfloat16 with a GpuAttention (FlashInfer's kernels, flashinfer_attention.h) the
+// cache is read in place: a step whose sequences all decode runs FlashInfer's batch decode; any
+// other step runs its batch prefill over every sequence (decode rows are chunks of one row),
+// the rows already in sequence order, so nothing is gathered or padded.
+//
+// The gather indices and masks (or FlashInfer's plan) depend only on the batch, not on the
+// layer: AttentionPlan builds them once per forward and every layer reuses them.
 //
 // Thread-safety: reads the cache; the engine thread serialises steps.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <vector>
 
 #include "engine/kernels/cpu_kernels.h"
 #include "engine/kernels/forward_batch.h"
 
 namespace dsocr::engine {
+
+namespace kernels {
+class FlashInferPagedAttention;
+}
+using GpuAttention = kernels::FlashInferPagedAttention;
+
+// The GPU attention kernels for a cache of `num_blocks` blocks on `device`, or null when this
+// build has no CUDA kernels or the shapes are not the compiled ones (the reference path then
+// serves; the reason is logged).
+std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t heads,
+                                                 int64_t kv_heads, int64_t head_dim,
+                                                 int64_t block_size, int64_t num_blocks,
+                                                 at::ScalarType cache_dtype);
 
 struct AttentionPlan {
   struct Prefill {
@@ -36,10 +55,15 @@ struct AttentionPlan {
   at::Tensor decode_mask;   // [B, 1, 1, max_len] bool
   // Set instead of the three above when decodes run in the CPU kernel; points into the batch.
   std::vector<cpu::DecodeQuery> cpu_decodes;
+  // Set (instead of everything above) when the step runs in the GPU kernels, planned for it.
+  GpuAttention* gpu = nullptr;
+  bool gpu_decode_only = false;  // planned as decode (else as prefill over every sequence)
 
-  // `reference` forces the reference path for decodes (tests compare the two).
+  // `reference` forces the reference path (tests compare the two). `gpu`: the cache's GPU
+  // kernels, used when set and the step's dtype is theirs.
   static AttentionPlan build(const ForwardBatch& batch, int64_t block_size, at::Device device,
-                             int64_t heads, int64_t head_dim, bool reference = false);
+                             int64_t heads, int64_t head_dim, bool reference = false,
+                             GpuAttention* gpu = nullptr);
 };
 
 // query: [T, heads, head_dim] (RoPE applied); caches as in kv_cache_ops.h with this step's K/V

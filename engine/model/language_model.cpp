@@ -410,7 +410,9 @@ at::Tensor LanguageModelImpl::forward(const engine::ForwardBatch& batch, engine:
   cos = cos.unsqueeze(1);
   sin = sin.unsqueeze(1);
   const engine::AttentionPlan attention = engine::AttentionPlan::build(
-      batch, cache.block_size, x.device(), config_.num_attention_heads, config_.head_dim());
+      batch, cache.block_size, x.device(), config_.num_attention_heads, config_.head_dim(),
+      /*reference=*/false,
+      x.scalar_type() == at::kBFloat16 ? cache.gpu_attention.get() : nullptr);
   for (size_t i = 0; i < layers_.size(); ++i)
     x = layers_[i]->forward(x, cos, sin, cache.keys[i], cache.values[i], batch, attention);
   at::Tensor rows = x.index_select(0, batch.logits_rows);

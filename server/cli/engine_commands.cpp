@@ -184,6 +184,17 @@ int cmd_generate(int argc, const char* const* argv) {
   return 0;
 }
 
+// Where a bench run's time went, from the engine's counters.
+nlohmann::json engine_stats_json(const engine::EngineStats& stats, double wall_s) {
+  return {{"steps", stats.steps},
+          {"ms_per_step", stats.steps > 0 ? 1000.0 * wall_s / static_cast<double>(stats.steps) : 0},
+          {"images_encoded", stats.images_encoded},
+          {"image_cache_hits", stats.image_cache_hits},
+          {"vision_encode_s", stats.vision_encode_seconds},
+          {"kv_blocks", stats.kv_blocks},
+          {"step_failures", stats.step_failures}};
+}
+
 // Offline throughput through the engine's public API: N requests cycling over the images, at most
 // C in flight, each generating max-tokens tokens (EOS ignored unless --ignore-eos=false).
 int cmd_bench(int argc, const char* const* argv) {
@@ -294,7 +305,8 @@ int cmd_bench(int argc, const char* const* argv) {
                         {"itl_ms",
                          {{"p50", percentile(itl, 0.5)},
                           {"p90", percentile(itl, 0.9)},
-                          {"p99", percentile(itl, 0.99)}}}};
+                          {"p99", percentile(itl, 0.99)}}},
+                        {"engine", engine_stats_json((*engine)->stats(), wall)}};
   if (as_json) {
     std::cout << out.dump() << "\n";
   } else {

@@ -81,7 +81,7 @@ int cmd_tokenize(int argc, const char* const* argv) {
 // Writes a random-weight checkpoint with the official structure (weights/make_model.h).
 int cmd_make_model(int argc, const char* const* argv) {
   weights::MakeModelOptions options;
-  std::string out, dtype = "bf16", tokenizer_dir = built_model_files_dir();
+  std::string out, dtype = "bf16", tokenizer_dir = engine::model_files_dir().string();
   int64_t seed = 0;
   FlagSet flags(
       "dsocr make-model",
