@@ -94,6 +94,8 @@ def main():
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--commit", default=os.environ.get("DSOCR_COMMIT", "unknown"))
     parser.add_argument("--extra", default="", help="more `dsocr bench` flags, space separated")
+    parser.add_argument("--label", default="",
+                        help="results go to gpu-LABEL-c{N}.json (e.g. a variant's name)")
     args = parser.parse_args()
 
     import image_corpus
@@ -158,8 +160,10 @@ def main():
                 "wall_s_including_start": round(time.time() - started, 1),
                 "bench": result,
             }
-            (out_dir / f"gpu-c{concurrency}.json").write_text(json.dumps(record, indent=1) + "\n")
-            summary.append({k: record[k] for k in ("concurrency", "pages_per_s",
+            name = f"gpu-{args.label}-c{concurrency}.json" if args.label else f"gpu-c{concurrency}.json"
+            record["label"] = args.label or None
+            (out_dir / name).write_text(json.dumps(record, indent=1) + "\n")
+            summary.append({"label": args.label} | {k: record[k] for k in ("concurrency", "pages_per_s",
                                                    "output_tokens_per_s", "decode_step_ms_p50",
                                                    "bandwidth_fraction")} |
                            {"ttft_p50_ms": round(result["ttft_ms"]["p50"], 1)})

@@ -74,6 +74,8 @@ struct EngineOptions {
   // process's cgroup) has available at start, less a margin.
   int64_t cpu_memory_budget = 0;
   bool prefix_caching = true;
+  // On CUDA: decode steps replayed from graphs captured at start-up (engine/decode_graphs.h).
+  bool cuda_graphs = true;
   SchedulerConfig scheduler;
   size_t vision_threads = 1;
   size_t max_queued_requests = 256;

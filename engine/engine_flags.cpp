@@ -80,6 +80,12 @@ void add_one(FlagSet* flags, EngineFlags* v, EngineFlag flag, std::string_view h
       return flags->add_bool("prefix-caching", &v->prefix_caching,
                              help("reuse KV blocks of identical prefixes"),
                              env("DSOCR_PREFIX_CACHING"));
+    case EngineFlag::kCudaGraphs:
+      return flags->add_bool(
+          "cuda-graphs", &v->cuda_graphs,
+          help("on a GPU, replay decode steps from CUDA graphs captured at start-up for bucketed "
+               "batch sizes (fewer kernel launches per step; docs/gpu.md)"),
+          env("DSOCR_CUDA_GRAPHS"));
     case EngineFlag::kVisionThreads:
       return flags->add_int("vision-threads", &v->vision_threads,
                             help("threads decoding and preprocessing images"),
@@ -151,6 +157,7 @@ EngineOptions EngineFlags::to_options(const std::filesystem::path& model_dir) co
   o.num_kv_blocks = num_kv_blocks;
   o.kv_memory_fraction = kv_memory_fraction;
   o.prefix_caching = prefix_caching;
+  o.cuda_graphs = cuda_graphs;
   o.scheduler.max_model_len = max_model_len;
   o.scheduler.max_num_seqs = max_num_seqs;
   o.scheduler.max_num_batched_tokens = max_num_batched_tokens;

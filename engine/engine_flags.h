@@ -46,6 +46,7 @@ struct EngineFlags {
   int64_t num_kv_blocks = 0;                    // 0: from free memory
   double kv_memory_fraction = 0.9;
   bool prefix_caching = true;
+  bool cuda_graphs = true;
   int64_t vision_threads = 1;
   int64_t torch_threads = 0;
   std::string cpu_memory_budget = "auto";  // bytes ("12G", "12884901888") or auto
@@ -72,6 +73,7 @@ enum class EngineFlag {
   kNumKvBlocks,
   kKvMemoryFraction,
   kPrefixCaching,
+  kCudaGraphs,
   kVisionThreads,
   kTorchThreads,
   kCpuMemoryBudget,

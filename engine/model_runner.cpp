@@ -10,6 +10,7 @@
 
 #include "common/logging.h"
 #include "common/memory.h"
+#include "engine/decode_graphs.h"
 #include "engine/device.h"
 #include "engine/memory_plan.h"
 #include "engine/kernels/cpu_kernels.h"
@@ -46,6 +47,7 @@ struct ModelRunner::Impl {
   model::VisionModel vision{nullptr};
   model::LanguageModel language{nullptr};
   KvCache cache;
+  std::unique_ptr<DecodeGraphs> decode_graphs;  // null: decode steps run eagerly
   std::list<CachedEncoding> image_cache;  // most recently used first
   std::shared_ptr<spdlog::logger> logger = log::get("engine");
 };
@@ -54,6 +56,7 @@ ModelRunner::ModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ModelRunner::~ModelRunner() = default;
 
 bool ModelRunner::on_cuda() const { return impl_->device.is_cuda(); }
+bool ModelRunner::decode_graphs() const { return impl_->decode_graphs != nullptr; }
 
 RunnerStats ModelRunner::stats() const {
   std::lock_guard lock(stats_mu_);
@@ -207,8 +210,14 @@ StatusOr<int64_t> size_kv_cache(const EngineOptions& options, const weights::Lan
   }
   // Decode temporaries the probes did not make: a full batch's float32 logits and the sampler's
   // sort of them (values, ids, float64 probabilities and their prefix sums: ~40 bytes a logit).
-  const int64_t decode_temporaries =
-      options.scheduler.max_num_seqs * lc.vocab_size * (4 + 40);
+  int64_t decode_temporaries = options.scheduler.max_num_seqs * lc.vocab_size * (4 + 40);
+  // CUDA graphs keep each captured size's logits (float32) and a step's activations in their
+  // pool.
+  if (options.cuda_graphs) {
+    for (int64_t size : decode_graph_sizes(options.scheduler.max_num_seqs))
+      decode_temporaries += size * lc.vocab_size * 4;
+    decode_temporaries += 256ll << 20;
+  }
   const int64_t free_bytes = free_memory_bytes(device_name);
   const int64_t budget = static_cast<int64_t>(options.kv_memory_fraction *
                                               static_cast<double>(free_bytes - decode_temporaries));
@@ -294,12 +303,23 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
                          size_kv_cache(options, lc, device_name, impl->device, impl->kv_dtype,
                                        impl->dtype, cpu_budget, weight_bytes, impl->language,
                                        impl->vision, logger));
-  impl->cache = KvCache::allocate(lc.num_hidden_layers, blocks, options.block_size,
-                                  lc.num_key_value_heads, lc.head_dim(), impl->kv_dtype,
-                                  impl->device);
-  impl->cache.gpu_attention =
-      make_gpu_attention(impl->device, lc.num_attention_heads, lc.num_key_value_heads,
-                         lc.head_dim(), options.block_size, blocks, impl->kv_dtype);
+  // On CUDA one block more than the block manager hands out: the scratch block that padding
+  // rows of a graph-replayed decode step write into.
+  const int64_t scratch_blocks = impl->device.is_cuda() ? 1 : 0;
+  impl->cache = KvCache::allocate(lc.num_hidden_layers, blocks + scratch_blocks,
+                                  options.block_size, lc.num_key_value_heads, lc.head_dim(),
+                                  impl->kv_dtype, impl->device);
+  const bool graphs = options.cuda_graphs && impl->device.is_cuda();
+  const int64_t needed_blocks =
+      (options.scheduler.max_model_len + options.block_size - 1) / options.block_size;
+  impl->cache.gpu_attention = make_gpu_attention(
+      impl->device, lc.num_attention_heads, lc.num_key_value_heads, lc.head_dim(),
+      options.block_size, blocks + scratch_blocks, impl->kv_dtype,
+      graphs ? options.scheduler.max_num_seqs : 0, needed_blocks);
+  if (graphs)
+    impl->decode_graphs =
+        DecodeGraphs::capture(impl->language, impl->cache, static_cast<int32_t>(blocks),
+                              options.scheduler.max_num_seqs, logger);
   logger.info("KV cache: {} blocks of {} tokens ({} tokens, {}, {:.2f} GiB)", blocks,
               options.block_size, blocks * options.block_size,
               impl->kv_dtype == at::kFloat ? "float32" : "bfloat16",
@@ -384,6 +404,10 @@ void ModelRunner::encode_images(const StepPlan& plan) {
 
 at::Tensor ModelRunner::forward(const StepPlan& plan) {
   Impl& m = *impl_;
+  if (m.decode_graphs) {
+    at::Tensor logits = forward_decode_graph(plan);
+    if (logits.defined()) return logits;
+  }
   std::vector<int64_t> ids, positions, slots, logits_rows, image_rows;
   std::vector<at::Tensor> image_parts;
   ForwardBatch batch;
@@ -441,6 +465,25 @@ at::Tensor ModelRunner::forward(const StepPlan& plan) {
     batch.image_embeds = at::cat(image_parts, 0);
   }
   return m.language->forward(batch, m.cache);
+}
+
+at::Tensor ModelRunner::forward_decode_graph(const StepPlan& plan) {
+  Impl& m = *impl_;
+  DecodeRows rows;
+  const int64_t bs = m.block_size;
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    const Sequence& seq = *chunk.seq;
+    if (chunk.num_tokens != 1 || !chunk.samples) return at::Tensor();
+    const int64_t p = chunk.begin;
+    for (const SequenceImage& img : seq.images)
+      if (p >= img.offset && p < img.offset + img.length) return at::Tensor();
+    rows.ids.push_back(seq.tokens[p]);
+    rows.positions.push_back(p);
+    rows.slots.push_back(static_cast<int64_t>(seq.kv.blocks[p / bs]) * bs + p % bs);
+    rows.context_lens.push_back(p + 1);
+    rows.block_tables.emplace_back(seq.kv.blocks.begin(), seq.kv.blocks.end());
+  }
+  return m.decode_graphs->run(std::move(rows));
 }
 
 StepOutput ModelRunner::run(const StepPlan& plan) {

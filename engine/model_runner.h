@@ -66,6 +66,8 @@ class ModelRunner {
   void drop_embeddings(Request& request);
 
   int64_t num_kv_blocks() const { return num_kv_blocks_; }
+  // Whether decode steps replay CUDA graphs (decode_graphs.h).
+  bool decode_graphs() const;
   const std::string& device_name() const { return device_name_; }
   bool on_cuda() const;
   RunnerStats stats() const;
@@ -77,6 +79,8 @@ class ModelRunner {
   void encode_images(const StepPlan& plan);
   void keep_encoding(Request& request, int image_index, const at::Tensor& embeddings);
   at::Tensor forward(const StepPlan& plan);
+  // A decode-only step through the CUDA graphs; undefined when the step does not qualify.
+  at::Tensor forward_decode_graph(const StepPlan& plan);
 
   std::unique_ptr<Impl> impl_;
   std::string device_name_;

@@ -46,7 +46,7 @@ StatusOr<ServerConfig> parse_server_config(int argc, const char* const* argv,
                    "DSOCR_SERVED_MODEL_NAME");
   add_engine_flags(&flags, &c.engine,
                    {EngineFlag::kDevice, EngineFlag::kDtype, EngineFlag::kWeights,
-                    EngineFlag::kKvCacheDtype},
+                    EngineFlag::kKvCacheDtype, EngineFlag::kCudaGraphs},
                    engine::EngineFlagEnv::kWith);
   flags.add_string("host", &c.host, "address to listen on (0.0.0.0 for all)", "DSOCR_HOST");
   flags.add_int("port", &c.port, "port to listen on (0: any free port)", "DSOCR_PORT");

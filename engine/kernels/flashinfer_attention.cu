@@ -19,6 +19,16 @@
 // The integer workspace holds the scheduler's per-CTA indices (a few bytes per CTA and per
 // prefill row). An undersized workspace is reported by FlashInfer's allocator as an error of
 // the plan call, never as a silent overflow.
+//
+// Graph decode (plan_decode_graph) is DecodePlan with enable_cuda_graph = true, as FlashInfer's
+// own BatchDecodeWithPagedKVCacheWrapper(use_cuda_graph=True) does it: the work estimation then
+// splits KV exactly when P * num_kv_heads < max_grid (a function of P and the kernel's occupancy
+// only) and pads the split grid to max_grid / num_kv_heads CTAs, whose idle tail the kernel
+// skips through block_valid_mask; all workspace offsets are functions of that padded size. The
+// page table lives at fixed offsets of a buffer sized once for max_graph_batch sequences and
+// max_graph_pages entries (the eager slot grows its buffer instead, so the two never share).
+// Split-KV partial outputs: num_qo_heads * (max_grid / num_kv_heads) * head_dim * 4 bytes, the
+// same bound as eager decode.
 #include "engine/kernels/flashinfer_attention.h"
 
 #include <cuda_bf16.h>
@@ -40,6 +50,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace dsocr::engine::kernels {
 namespace {
@@ -324,6 +335,33 @@ struct PlanSlot {
     return Status();
   }
 
+  // Graph mode: a page-table layout that depends on the capacity only, so that the device
+  // addresses the kernels read never change. Call once after allocate().
+  void fix_layout(size_t max_seqs) {
+    indptr_offset = 0;
+    last_offset = indptr_offset + round_up4(max_seqs + 1);
+    qo_offset = last_offset + round_up4(max_seqs);
+    indices_offset = qo_offset;  // no qo_indptr in decode
+  }
+
+  // Graph mode: stages the page table at the fixed offsets and copies it to the device; never
+  // reallocates. The caller has checked the capacity.
+  Status stage_fixed_table(const PageTableView& pages, cudaStream_t stream) {
+    const size_t n = static_cast<size_t>(pages.num_seqs);
+    const size_t num_pages = static_cast<size_t>(pages.page_indptr[n]);
+    if (indices_offset + num_pages > table_capacity) {
+      return internal_error("FlashInfer decode graph plan: page table over capacity");
+    }
+    std::memcpy(table_host + indptr_offset, pages.page_indptr, (n + 1) * sizeof(int32_t));
+    std::memcpy(table_host + last_offset, pages.last_page_len, n * sizeof(int32_t));
+    std::memcpy(table_host + indices_offset, pages.page_indices, num_pages * sizeof(int32_t));
+    DSOCR_FI_CUDA(
+        cudaMemcpyAsync(table_device, table_host, (indices_offset + num_pages) * sizeof(int32_t),
+                        cudaMemcpyHostToDevice, stream),
+        "copying the page table");
+    return Status();
+  }
+
   int32_t* device_indptr() const { return table_device + indptr_offset; }
   int32_t* device_last_page_len() const { return table_device + last_offset; }
   int32_t* device_qo_indptr() const { return table_device + qo_offset; }
@@ -415,12 +453,20 @@ struct FlashInferPagedAttention::Impl {
   float sm_scale = 0;
   PlanSlot decode;
   PlanSlot prefill;
+  PlanSlot decode_graph;          // allocated only when config.max_graph_batch > 0
+  bool decode_is_graph = false;   // which decode slot the latest decode plan used
+  // The launch of the first graph plan for each P (index P), which later plans for P must match.
+  std::vector<bool> graph_launch_recorded;
+  std::vector<flashinfer::DecodePlanInfo> graph_launch;
 
   ~Impl() {
     DeviceGuard guard(config.device);
     decode.release();
     prefill.release();
+    decode_graph.release();
   }
+
+  const PlanSlot& decode_slot() const { return decode_is_graph ? decode_graph : decode; }
 
   PagedKv paged_kv(const PlanSlot& slot, const void* k_cache, const void* v_cache) const {
     return PagedKv(static_cast<uint32_t>(config.num_kv_heads),
@@ -460,7 +506,13 @@ const FlashInferPagedAttention::Config& FlashInferPagedAttention::config() const
 }
 
 int64_t FlashInferPagedAttention::decode_rows() const {
-  return impl_->decode.planned ? impl_->decode.rows : 0;
+  const PlanSlot& slot = impl_->decode_slot();
+  return slot.planned ? slot.rows : 0;
+}
+
+bool FlashInferPagedAttention::decode_split_kv() const {
+  const PlanSlot& slot = impl_->decode_slot();
+  return slot.planned && slot.num_seqs > 0 && slot.decode_info.split_kv;
 }
 
 int64_t FlashInferPagedAttention::prefill_rows() const {
@@ -487,6 +539,12 @@ StatusOr<std::unique_ptr<FlashInferPagedAttention>> FlashInferPagedAttention::cr
   if (config.decode_float_workspace_bytes == 0 || config.prefill_float_workspace_bytes == 0 ||
       config.int_workspace_bytes == 0) {
     return invalid_argument("FlashInfer attention: workspace sizes must be positive");
+  }
+  if (config.max_graph_batch < 0 || config.max_graph_pages < 0 ||
+      (config.max_graph_batch > 0 && config.max_graph_pages == 0)) {
+    return invalid_argument(
+        "FlashInfer attention: max_graph_batch and max_graph_pages must be >= 0, and "
+        "max_graph_pages > 0 when max_graph_batch > 0");
   }
   int device_count = 0;
   DSOCR_FI_CUDA(cudaGetDeviceCount(&device_count), "counting devices");
@@ -515,12 +573,23 @@ StatusOr<std::unique_ptr<FlashInferPagedAttention>> FlashInferPagedAttention::cr
                                               config.int_workspace_bytes, kInitialTable));
   DSOCR_RETURN_IF_ERROR(impl->prefill.allocate("prefill", config.prefill_float_workspace_bytes,
                                                config.int_workspace_bytes, kInitialTable));
+  if (config.max_graph_batch > 0) {
+    const size_t max_seqs = static_cast<size_t>(config.max_graph_batch);
+    const size_t table = round_up4(max_seqs + 1) + round_up4(max_seqs) +
+                         static_cast<size_t>(config.max_graph_pages);
+    DSOCR_RETURN_IF_ERROR(impl->decode_graph.allocate(
+        "decode (graph)", config.decode_float_workspace_bytes, config.int_workspace_bytes, table));
+    impl->decode_graph.fix_layout(max_seqs);
+    impl->graph_launch_recorded.assign(max_seqs + 1, false);
+    impl->graph_launch.assign(max_seqs + 1, flashinfer::DecodePlanInfo());
+  }
   return std::unique_ptr<FlashInferPagedAttention>(new FlashInferPagedAttention(std::move(impl)));
 }
 
 Status FlashInferPagedAttention::plan_decode(const PageTableView& pages, void* stream_ptr) {
   Impl& s = *impl_;
   PlanSlot& slot = s.decode;
+  s.decode_is_graph = false;
   slot.planned = false;
   DSOCR_RETURN_IF_ERROR(
       validate_pages(pages, nullptr, s.config.page_size, s.config.num_pages, "decode"));
@@ -553,6 +622,75 @@ Status FlashInferPagedAttention::plan_decode(const PageTableView& pages, void* s
     (void)slot.record_copy(stream);
     return internal_error(std::string("FlashInfer decode plan: ") + e.what());
   }
+  slot.planned = true;
+  return Status();
+}
+
+Status FlashInferPagedAttention::plan_decode_graph(const PageTableView& pages, void* stream_ptr) {
+  Impl& s = *impl_;
+  PlanSlot& slot = s.decode_graph;
+  s.decode_is_graph = true;
+  slot.planned = false;
+  const std::string where = "FlashInfer decode graph plan: ";
+  if (s.config.max_graph_batch <= 0) {
+    return failed_precondition(where + "graph mode is off (Config::max_graph_batch is 0)");
+  }
+  if (pages.num_seqs < 1) {
+    return invalid_argument(where + "a graph plan needs at least one sequence");
+  }
+  if (pages.num_seqs > s.config.max_graph_batch) {
+    return resource_exhausted(where + std::to_string(pages.num_seqs) +
+                              " sequences, over max_graph_batch " +
+                              std::to_string(s.config.max_graph_batch));
+  }
+  DSOCR_RETURN_IF_ERROR(
+      validate_pages(pages, nullptr, s.config.page_size, s.config.num_pages, "decode graph"));
+  const int64_t total_pages = pages.page_indptr[pages.num_seqs];
+  if (total_pages > s.config.max_graph_pages) {
+    return resource_exhausted(where + std::to_string(total_pages) +
+                              " page-table entries, over max_graph_pages " +
+                              std::to_string(s.config.max_graph_pages));
+  }
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  DeviceGuard guard(s.config.device);
+  DSOCR_FI_CUDA(guard.error(), "selecting the device");
+  DSOCR_RETURN_IF_ERROR(slot.wait_for_staging());
+  DSOCR_RETURN_IF_ERROR(slot.stage_fixed_table(pages, stream));
+  flashinfer::DecodePlanInfo info;
+  try {
+    cudaError_t error = cudaSuccess;
+    DISPATCH_GQA_GROUP_SIZE(s.config.num_qo_heads / s.config.num_kv_heads, kGroupSize, {
+      error = flashinfer::DecodePlan<kHeadDim, kPosEncoding, ScaledSoftmax, DecodeParams>(
+          slot.float_workspace, slot.float_bytes, slot.int_workspace, slot.int_pinned,
+          slot.int_bytes, info, slot.host_indptr(), static_cast<uint32_t>(pages.num_seqs),
+          static_cast<uint32_t>(s.config.num_qo_heads), static_cast<uint32_t>(s.config.page_size),
+          /*enable_cuda_graph=*/true, stream, estimate_decode_work<kGroupSize>);
+    });
+    // Record even on failure: the page-table copy above is in flight either way.
+    DSOCR_RETURN_IF_ERROR(slot.record_copy(stream));
+    DSOCR_FI_CUDA(error, "planning decode (graph)");
+  } catch (const std::exception& e) {
+    (void)slot.record_copy(stream);
+    return internal_error(where + e.what());
+  }
+  // Everything run_decode derives from the plan (grid, kernel, offsets) is in `info`; the rest
+  // of the launch (page-table addresses, P, scale, strides) is fixed by construction.
+  const size_t p = static_cast<size_t>(pages.num_seqs);
+  if (!s.graph_launch_recorded[p]) {
+    s.graph_launch[p] = info;
+    s.graph_launch_recorded[p] = true;
+  } else if (s.graph_launch[p].ToVector() != info.ToVector()) {
+    const flashinfer::DecodePlanInfo& first = s.graph_launch[p];
+    return failed_precondition(
+        where + "the launch for " + std::to_string(p) + " sequences would differ from the " +
+        "recorded one (split_kv " + std::to_string(info.split_kv) + " vs " +
+        std::to_string(first.split_kv) + ", padded batch " +
+        std::to_string(info.padded_batch_size) + " vs " +
+        std::to_string(first.padded_batch_size) + "); run this step eagerly");
+  }
+  slot.decode_info = info;
+  slot.num_seqs = pages.num_seqs;
+  slot.rows = pages.num_seqs;
   slot.planned = true;
   return Status();
 }
@@ -607,7 +745,7 @@ Status FlashInferPagedAttention::plan_prefill(const int32_t* qo_indptr, const Pa
 Status FlashInferPagedAttention::run_decode(const void* q, const void* k_cache, const void* v_cache,
                                             void* out, void* stream_ptr, int64_t q_row_stride) {
   const Impl& s = *impl_;
-  const PlanSlot& slot = s.decode;
+  const PlanSlot& slot = s.decode_slot();
   DSOCR_RETURN_IF_ERROR(s.check_run_args(slot, q, k_cache, v_cache, out, q_row_stride));
   if (slot.num_seqs == 0) return Status();
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
@@ -642,6 +780,11 @@ Status FlashInferPagedAttention::run_decode(const void* q, const void* k_cache, 
   if (info.split_kv) {
     tmp_v = flashinfer::GetPtrFromBaseOffset<DType>(slot.float_workspace, info.v_offset);
     tmp_s = flashinfer::GetPtrFromBaseOffset<float>(slot.float_workspace, info.s_offset);
+    // Graph plans pad the split grid beyond the work; the mask makes the extra CTAs exit.
+    if (info.enable_cuda_graph) {
+      params.block_valid_mask = flashinfer::GetPtrFromBaseOffset<bool>(
+          slot.int_workspace, info.block_valid_mask_offset);
+    }
   }
   try {
     DSOCR_FI_CUDA((flashinfer::BatchDecodeWithPagedKVCacheDispatched<kHeadDim, kPosEncoding,

@@ -26,6 +26,38 @@
 // in between. Queries and outputs are [rows, num_qo_heads, head_dim] bf16 with rows of the
 // sequences concatenated in plan order (decode: one row per sequence; prefill: qo_indptr).
 //
+// CUDA graphs (decode only; FlashInfer's enable_cuda_graph mode of DecodePlan). Enabled by
+// Config::max_graph_batch > 0, which gives graph decode its own device buffers, allocated once in
+// create() and never moved: the page table (capacity max_graph_batch sequences and
+// max_graph_pages page-table entries), FlashInfer's integer workspace (scheduler output) and
+// float workspace (split-KV partial outputs). plan_decode_graph(pages, stream) plans exactly
+// P = pages.num_seqs sequences (the caller pads its B <= P real sequences with dummy ones, e.g.
+// PageTableBuilder::add(&scratch_block, 1)) and rewrites those buffers by host-to-device copies
+// on `stream`; run_decode then enqueues a launch that depends on P only:
+//   fixed per P: kernel choice (split-KV or not: decided from P and the GPU's occupancy alone,
+//     never from the page table), grid (split-KV: as many CTAs as fit on the GPU at once, idle
+//     ones masked by block_valid_mask; otherwise P x num_kv_heads), block dims, shared memory,
+//     and every kernel argument the wrapper supplies (workspace and page-table addresses,
+//     workspace offsets, batch size P, padded batch size, scale, strides);
+//   rewritten per plan (device memory at those fixed addresses): page indptr, page indices,
+//     last_page_len, the split-KV work partition (request/kv-tile indices, output indptr, chunk
+//     size) and block_valid_mask.
+// The arguments the caller supplies (q, caches, out, stream, q_row_stride) must of course be the
+// same at capture and at replay. The first plan_decode_graph for a given P records its launch;
+// every later one for that P is compared with it and fails with FAILED_PRECONDITION if it would
+// launch differently (impossible by construction; a safety net: fall back to eager then).
+// Graph-mode failures leave the device buffers of an earlier plan in an unspecified state: after
+// any failed plan_decode_graph, do not replay a graph before a successful one.
+//
+// Per step with a graph: plan_decode_graph on the replay stream (outside any capture), then
+// replay the graph captured for P on that same stream (stream order keeps the previous step's
+// kernels ahead of the copies and the copies ahead of the replay). At capture time:
+// plan_decode_graph for a P-sequence page table (any valid one), then capture the forward, whose
+// run_decode calls (one per layer) enqueue only kernel launches: no synchronisation, no copies,
+// no allocation. run_decode runs whichever decode plan came last, eager (plan_decode) or graph
+// (plan_decode_graph), so one forward serves both; eager plans and graph plans have separate
+// buffers and never disturb each other. Prefill has no graph mode.
+//
 // Errors: every method returns a dsocr::Status and never throws or aborts (FlashInfer's own
 // exceptions are caught and turned into INTERNAL errors; malformed page tables are
 // INVALID_ARGUMENT and leave that kind unplanned, so a later run fails with FAILED_PRECONDITION
@@ -112,6 +144,15 @@ class FlashInferPagedAttention {
     size_t decode_float_workspace_bytes = 16u << 20;
     size_t prefill_float_workspace_bytes = 64u << 20;
     size_t int_workspace_bytes = 8u << 20;  // per kind, plus as much pinned host memory
+    // Graph decode (plan_decode_graph): at most max_graph_batch sequences (padding included) and
+    // max_graph_pages page-table entries in one plan (sum over the sequences of
+    // ceil(context_len / page_size), dummies included; shared prefix blocks count once per
+    // sequence; e.g. max_graph_batch * ceil(max_model_len / page_size)). 0 disables graph mode
+    // (no buffers allocated); with max_graph_batch > 0, max_graph_pages must be > 0. Graph decode
+    // gets its own float workspace of decode_float_workspace_bytes and integer workspace of
+    // int_workspace_bytes (plus as much pinned host memory).
+    int max_graph_batch = 0;
+    int64_t max_graph_pages = 0;
   };
 
   // Allocates the workspaces, pinned staging buffers and events on config.device.
@@ -126,6 +167,18 @@ class FlashInferPagedAttention {
   // (host work; may wait for the previous decode plan's host-to-device copy to finish).
   Status plan_decode(const PageTableView& pages, void* stream);
 
+  // Plans the decode sequences of this step for a CUDA graph captured for P = pages.num_seqs
+  // sequences (see the header comment: the run_decode launch depends on P only). Like
+  // plan_decode, host work plus host-to-device copies on `stream` (may wait for this mode's
+  // previous copies); never call it inside a stream capture. Errors, after which graph decode is
+  // unplanned and the step must run eagerly (plan_decode):
+  //   FAILED_PRECONDITION  graph mode off (max_graph_batch 0), or the launch would differ from
+  //                        the one recorded for P by the first plan for P;
+  //   RESOURCE_EXHAUSTED   P > max_graph_batch or more than max_graph_pages page-table entries;
+  //   INVALID_ARGUMENT     P == 0 or a malformed page table (as plan_decode);
+  //   INTERNAL             a CUDA or FlashInfer failure (e.g. a workspace too small).
+  Status plan_decode_graph(const PageTableView& pages, void* stream);
+
   // Plans the prefill sequences of this step; qo_indptr is [num_seqs + 1] host int32, 0 first,
   // giving each sequence's rows in the query/output tensors.
   Status plan_prefill(const int32_t* qo_indptr, const PageTableView& pages, void* stream);
@@ -135,14 +188,22 @@ class FlashInferPagedAttention {
   // num_qo_heads * head_dim; a larger stride lets q be a slice of a fused QKV projection); heads
   // within a row are contiguous. k_cache/v_cache: this layer's caches; out: [rows, num_qo_heads,
   // head_dim] bf16, contiguous, not aliasing q. Pointers must be 16-byte aligned.
+  // run_decode runs the latest decode plan, eager or graph; after a graph plan it only launches
+  // kernels (no synchronisation, copies or allocation), so it may be called inside a stream
+  // capture, and the launch depends on P only (header comment).
   Status run_decode(const void* q, const void* k_cache, const void* v_cache, void* out,
                     void* stream, int64_t q_row_stride = 0);
   Status run_prefill(const void* q, const void* k_cache, const void* v_cache, void* out,
                      void* stream, int64_t q_row_stride = 0);
 
-  // Rows the current plans expect (0 when unplanned or empty).
+  // Rows the current plans expect (0 when unplanned or empty); decode_rows() is that of the
+  // latest decode plan, eager or graph.
   int64_t decode_rows() const;
   int64_t prefill_rows() const;
+
+  // Whether the latest decode plan (eager or graph) splits KV over several CTAs per sequence
+  // (for tests and logs; with a graph plan it is a function of P only).
+  bool decode_split_kv() const;
 
   const Config& config() const;
 

@@ -14,7 +14,9 @@ namespace dsocr::engine {
 std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t heads,
                                                  int64_t kv_heads, int64_t head_dim,
                                                  int64_t block_size, int64_t num_blocks,
-                                                 at::ScalarType cache_dtype) {
+                                                 at::ScalarType cache_dtype,
+                                                 int64_t max_graph_batch,
+                                                 int64_t max_graph_pages_per_seq) {
   auto logger = log::get("engine");
   if (!device.is_cuda()) return nullptr;
 #ifdef DSOCR_WITH_CUDA
@@ -31,6 +33,8 @@ std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t head
   config.page_size = static_cast<int>(block_size);
   config.device = device.index() < 0 ? 0 : device.index();
   config.num_pages = num_blocks;
+  config.max_graph_batch = static_cast<int>(max_graph_batch);
+  config.max_graph_pages = max_graph_batch * max_graph_pages_per_seq;
   auto created = kernels::FlashInferPagedAttention::create(config);
   if (!created.ok()) {
     logger->warn("attention: the reference path (FlashInfer: {})", created.status().message());
@@ -39,6 +43,8 @@ std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t head
   logger->info("attention: FlashInfer paged kernels (batch decode, batch prefill)");
   return std::shared_ptr<GpuAttention>(std::move(*created));
 #else
+  (void)max_graph_batch;
+  (void)max_graph_pages_per_seq;
   logger->warn("attention: the reference path (this build has no CUDA kernels)");
   return nullptr;
 #endif
@@ -56,7 +62,7 @@ std::vector<int64_t> context_slots(const SequenceSlice& seq, int64_t block_size)
 
 AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size, at::Device device,
                                    int64_t heads, int64_t head_dim, bool reference,
-                                   GpuAttention* gpu) {
+                                   GpuAttention* gpu, bool for_graph) {
   AttentionPlan plan;
 #ifdef DSOCR_WITH_CUDA
   if (gpu != nullptr && device.is_cuda() && !reference) {
@@ -71,7 +77,9 @@ AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size
       decode_only = decode_only && seq.q_len == 1;
     }
     void* stream = at::cuda::getCurrentCUDAStream(device.index()).stream();
-    const Status planned = decode_only ? gpu->plan_decode(pages.view(), stream)
+    if (for_graph && !decode_only) throw std::logic_error("a CUDA-graph step must be decode-only");
+    const Status planned = for_graph     ? gpu->plan_decode_graph(pages.view(), stream)
+                           : decode_only ? gpu->plan_decode(pages.view(), stream)
                                        : gpu->plan_prefill(pages.qo_indptr(), pages.view(), stream);
     if (!planned.ok()) throw std::runtime_error("attention plan: " + planned.message());
     plan.gpu = gpu;
@@ -80,6 +88,7 @@ AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size
   }
 #else
   (void)gpu;
+  (void)for_graph;
 #endif
   const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
   std::vector<const SequenceSlice*> decodes;
@@ -148,7 +157,6 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
   const int64_t groups = heads / kv_heads;
   at::Tensor key_rows = key_cache.view({-1, kv_heads, head_dim});
   at::Tensor value_rows = value_cache.view({-1, kv_heads, head_dim});
-  at::Tensor out = at::empty_like(query);
 #ifdef DSOCR_WITH_CUDA
   if (plan.gpu != nullptr) {
     TORCH_CHECK(query.scalar_type() == at::kBFloat16 && key_cache.scalar_type() == at::kBFloat16 &&
@@ -157,7 +165,7 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
     TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(),
                 "the GPU attention kernels need contiguous caches");
     const at::Tensor q = query.contiguous();
-    out = at::empty(q.sizes(), q.options());
+    at::Tensor out = at::empty(q.sizes(), q.options());
     const c10::cuda::CUDAGuard guard(query.device());
     void* stream = at::cuda::getCurrentCUDAStream(query.device().index()).stream();
     const Status ran =
@@ -170,6 +178,7 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
     return out;
   }
 #endif
+  at::Tensor out = at::empty_like(query);
 
   for (const AttentionPlan::Prefill& p : plan.prefills) {
     // A cache narrower than the query (bfloat16 KV under float32 compute) is widened as gathered.

@@ -35,11 +35,14 @@ using GpuAttention = kernels::FlashInferPagedAttention;
 
 // The GPU attention kernels for a cache of `num_blocks` blocks on `device`, or null when this
 // build has no CUDA kernels or the shapes are not the compiled ones (the reference path then
-// serves; the reason is logged).
+// serves; the reason is logged). `max_graph_batch` > 0 also sets up CUDA-graph decode for up to
+// that many sequences of at most `max_graph_pages_per_seq` blocks each.
 std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t heads,
                                                  int64_t kv_heads, int64_t head_dim,
                                                  int64_t block_size, int64_t num_blocks,
-                                                 at::ScalarType cache_dtype);
+                                                 at::ScalarType cache_dtype,
+                                                 int64_t max_graph_batch = 0,
+                                                 int64_t max_graph_pages_per_seq = 0);
 
 struct AttentionPlan {
   struct Prefill {
@@ -60,10 +63,11 @@ struct AttentionPlan {
   bool gpu_decode_only = false;  // planned as decode (else as prefill over every sequence)
 
   // `reference` forces the reference path (tests compare the two). `gpu`: the cache's GPU
-  // kernels, used when set and the step's dtype is theirs.
+  // kernels, used when set and the step's dtype is theirs. `for_graph`: a decode-only step
+  // planned in the kernels' CUDA-graph mode (decode_graphs.h); throws when it cannot be.
   static AttentionPlan build(const ForwardBatch& batch, int64_t block_size, at::Device device,
                              int64_t heads, int64_t head_dim, bool reference = false,
-                             GpuAttention* gpu = nullptr);
+                             GpuAttention* gpu = nullptr, bool for_graph = false);
 };
 
 // query: [T, heads, head_dim] (RoPE applied); caches as in kv_cache_ops.h with this step's K/V

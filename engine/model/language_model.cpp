@@ -400,7 +400,21 @@ void LanguageModelImpl::pack_lm_head() {
   lm_head_->weight.set_data(lm_head_panels_.transpose(1, 2));
 }
 
+engine::AttentionPlan LanguageModelImpl::plan_attention(const engine::ForwardBatch& batch,
+                                                       engine::KvCache& cache) const {
+  const at::ScalarType dtype = norm_.scalar_type();
+  return engine::AttentionPlan::build(
+      batch, cache.block_size, norm_.device(), config_.num_attention_heads, config_.head_dim(),
+      /*reference=*/false, dtype == at::kBFloat16 ? cache.gpu_attention.get() : nullptr);
+}
+
 at::Tensor LanguageModelImpl::forward(const engine::ForwardBatch& batch, engine::KvCache& cache) {
+  const engine::AttentionPlan attention = plan_attention(batch, cache);
+  return forward(batch, cache, attention);
+}
+
+at::Tensor LanguageModelImpl::forward(const engine::ForwardBatch& batch, engine::KvCache& cache,
+                                      const engine::AttentionPlan& attention) {
   at::NoGradGuard no_grad;
   at::Tensor x = at::embedding(embed_tokens_, batch.input_ids).to(norm_.scalar_type());
   if (batch.image_rows.defined() && batch.image_rows.numel() > 0)
@@ -409,10 +423,6 @@ at::Tensor LanguageModelImpl::forward(const engine::ForwardBatch& batch, engine:
                                          x.scalar_type());
   cos = cos.unsqueeze(1);
   sin = sin.unsqueeze(1);
-  const engine::AttentionPlan attention = engine::AttentionPlan::build(
-      batch, cache.block_size, x.device(), config_.num_attention_heads, config_.head_dim(),
-      /*reference=*/false,
-      x.scalar_type() == at::kBFloat16 ? cache.gpu_attention.get() : nullptr);
   for (size_t i = 0; i < layers_.size(); ++i)
     x = layers_[i]->forward(x, cos, sin, cache.keys[i], cache.values[i], batch, attention);
   at::Tensor rows = x.index_select(0, batch.logits_rows);

@@ -153,6 +153,13 @@ class LanguageModelImpl : public torch::nn::Module {
 
   // Logits [S, vocab] in float32 for batch.logits_rows.
   at::Tensor forward(const engine::ForwardBatch& batch, engine::KvCache& cache);
+  // The attention plan forward() makes for a batch (host work, once per step).
+  engine::AttentionPlan plan_attention(const engine::ForwardBatch& batch,
+                                       engine::KvCache& cache) const;
+  // forward() with the plan made beforehand: only device work on the current stream, so a
+  // decode step can be captured in a CUDA graph (batch.sequences is not read).
+  at::Tensor forward(const engine::ForwardBatch& batch, engine::KvCache& cache,
+                     const engine::AttentionPlan& attention);
 
   // lm_head over final-normed rows [S, hidden] -> float32 [S, vocab]. On the CPU in float32 the
   // weight is packed into panels at load (cpu_kernels.h: matmul_panels, ~2x MKL at decode sizes).

@@ -88,7 +88,7 @@ int cmd_generate(int argc, const char* const* argv) {
   flags.add_int("max-tokens", &max_tokens, "generation limit (0: up to the context length)");
   add_engine_flags(&flags, &engine_flags,
                    {EngineFlag::kDtype, EngineFlag::kWeights, EngineFlag::kKvCacheDtype,
-                    EngineFlag::kDevice},
+                    EngineFlag::kDevice, EngineFlag::kCudaGraphs},
                    engine::EngineFlagEnv::kWithout);
   flags.add_bool("no-ngram", &no_ngram, "disable the no-repeat n-gram processor");
   flags.add_int("ngram-size", &ngram_size, "no-repeat n-gram size");
@@ -216,6 +216,7 @@ int cmd_bench(int argc, const char* const* argv) {
   add_engine_flags(&flags, &engine_flags,
                    {EngineFlag::kMaxNumBatchedTokens, EngineFlag::kNumKvBlocks, EngineFlag::kDtype,
                     EngineFlag::kWeights, EngineFlag::kKvCacheDtype, EngineFlag::kDevice,
+                    EngineFlag::kCudaGraphs,
                     EngineFlag::kPrefixCaching, EngineFlag::kCpuMemoryBudget},
                    engine::EngineFlagEnv::kWithout);
   flags.add_bool("ignore-eos", &ignore_eos,
@@ -256,6 +257,9 @@ int cmd_bench(int argc, const char* const* argv) {
       r.sampling.max_tokens = max_tokens;
       r.sampling.ignore_eos = ignore_eos;
       auto s = (*engine)->submit(std::move(r));
+      // The engine's queue or pending-image budget is full: submit again once requests finish
+      // (a client would retry the same way).
+      if (!s.ok() && s.status().code() == StatusCode::kResourceExhausted) break;
       if (!s.ok()) {
         std::cerr << "dsocr bench: " << s.status().message() << "\n";
         return 1;

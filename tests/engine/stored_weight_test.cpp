@@ -19,6 +19,7 @@
 #include "engine/kernels/kv_cache.h"
 #include "engine/model/language_model.h"
 #include "engine/model/stored_weight.h"
+#include "tests/engine/random_language_model.h"
 #include "weights/cpu_allocator.h"
 #include "weights/safetensors.h"
 
@@ -121,34 +122,6 @@ weights::LanguageConfig small_config() {
   c.intermediate_size = 512, c.moe_intermediate_size = 128;
   c.n_routed_experts = 16, c.n_shared_experts = 2, c.num_experts_per_tok = 4;
   return c;
-}
-
-// A bfloat16 checkpoint of random weights (fan-in scaled). `outliers`: a few input channels of
-// every matrix and of the embeddings ten times larger, as trained models have, the hard case for
-// int8: the group holding an outlier gets a coarse step for all its other values.
-fs::path write_checkpoint(const weights::LanguageConfig& config, bool outliers,
-                          const fs::path& dir) {
-  at::NoGradGuard no_grad;
-  at::manual_seed(outliers ? 21 : 20);
-  LanguageModel lm(config);
-  std::map<std::string, at::Tensor> tensors;
-  for (const auto& p : lm->named_parameters()) {
-    at::Tensor t;
-    if (p.key().find("norm") != std::string::npos) {
-      t = at::ones(p.value().sizes());
-    } else if (p.value().dim() == 2) {
-      t = at::randn(p.value().sizes()) / std::sqrt(static_cast<double>(p.value().size(1)));
-      if (p.key().find("embed_tokens") != std::string::npos) t *= 16;
-      if (outliers) t.narrow(1, 0, 4).mul_(10);
-    } else {
-      t = at::randn(p.value().sizes());
-    }
-    tensors[p.key()] = t.to(at::kBFloat16);
-  }
-  fs::create_directories(dir);
-  const fs::path file = dir / (outliers ? "outliers.safetensors" : "random.safetensors");
-  REQUIRE(weights::write_safetensors(file, tensors).ok());
-  return file;
 }
 
 // Feeds tokens through the model over one sequence's KV cache, as the engine does: a prompt in
@@ -349,7 +322,7 @@ TEST_CASE("loading int8 weights from a bfloat16 checkpoint peaks near the final 
   config.moe_intermediate_size = 256, config.n_routed_experts = 32;
   const fs::path dir =
       fs::temp_directory_path() / ("dsocr_stored_peak_" + std::to_string(::getpid()));
-  const fs::path file = model_level::write_checkpoint(config, false, dir);
+  const fs::path file = write_checkpoint(config, false, dir);
   const auto file_bytes = static_cast<int64_t>(fs::file_size(file));
   {
     auto state = weights::StateDict::open(file);

@@ -1,0 +1,35 @@
+// The batch sizes decode steps are captured at as CUDA graphs (engine/decode_graphs.h), and the
+// padding of a step's decode inputs up to one of them. Torch-free, so the CPU tests cover it.
+//
+// A graph replays fixed shapes: a step of B decode sequences runs the graph of the smallest
+// captured size P >= B, its P - B extra rows being dummies that write their K/V into a scratch
+// block no request owns and whose logits are never read.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace dsocr::engine {
+
+// 1, 2, 4, 8, then every multiple of 8 to 64, then every multiple of 16, up to max_batch (which
+// is included: the largest step the scheduler can make). Empty when max_batch < 1.
+std::vector<int64_t> decode_graph_sizes(int64_t max_batch);
+
+// The smallest of `sizes` (ascending) that holds `batch` rows, or 0 when none does.
+int64_t decode_graph_size_for(std::span<const int64_t> sizes, int64_t batch);
+
+// One decode row per sequence: token, position, KV slot and block table.
+struct DecodeRows {
+  std::vector<int64_t> ids, positions, slots;
+  std::vector<int64_t> context_lens;
+  std::vector<std::vector<int32_t>> block_tables;
+};
+
+// Appends dummy rows until `rows` holds `padded`: token 0 at position 0 in slot 0 of
+// `scratch_block`, a context of that one slot.
+void pad_decode_rows(DecodeRows& rows, int64_t padded, int32_t scratch_block, int64_t block_size);
+
+}  // namespace dsocr::engine
