@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Pages/s on one GPU (issue #18): full-size random weights, real page images (A4 and Letter at
-144 dpi), `dsocr bench` at each concurrency, one JSON file per concurrency:
+"""Pages/s on one GPU (issue #18): full-size random weights, page images (A4 and Letter at 144 dpi,
+every request its own page: lines of text numbered by request, so the engine's image cache never
+serves one from another), a warm-up page first (not timed), `dsocr bench` at each concurrency,
+one JSON file per concurrency:
 bench/results/gpu-c{N}.json with the GPU's name, the commit, pages/s, output tokens/s, TTFT and ITL
 percentiles, the decode step time and the bytes a decode step must move over that time as a
 fraction of the GPU's memory bandwidth.
@@ -27,12 +29,27 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "python"))
 
 # A4 and US Letter at 144 dpi.
 PAGES = {"a4": (1190, 1684), "letter": (1224, 1584)}
 # Datasheet memory bandwidth (bytes/s) by GPU name; unknown GPUs report no fraction.
 BANDWIDTH = {"H200": 4.8e12, "H100 80GB HBM3": 3.35e12, "H100": 3.35e12, "A100": 2.0e12}
+
+
+def text_page(width, height, number, seed=0):
+    """A white page of dark text lines, distinct per `number` (cheap to make and to PNG-encode)."""
+    import random
+    from PIL import Image, ImageDraw
+    rng = random.Random(seed * 100003 + number)
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    words = ["invoice", "total", "section", "table", "figure", "revenue", "2026", "page", "OCR",
+             "document", "summary", "chapter", "model", "results", "appendix", "note"]
+    draw.text((60, 40), f"Page {number}", fill=(0, 0, 0))
+    for y in range(90, height - 60, 24):
+        line = " ".join(rng.choice(words) for _ in range(rng.randint(4, 14)))
+        draw.text((60, y), line, fill=(20, 20, 20))
+    return image
 
 
 def gpu_name():
@@ -88,7 +105,7 @@ def main():
     parser.add_argument("--model", required=True)
     parser.add_argument("--concurrency", default="1,32,128")
     parser.add_argument("--requests-per-slot", type=int, default=1,
-                        help="requests = max(2, concurrency * this)")
+                        help="requests = max(4, concurrency * this)")
     parser.add_argument("--max-tokens", type=int, default=1000)
     parser.add_argument("--timeout", type=int, default=240, help="seconds per concurrency")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
@@ -98,7 +115,6 @@ def main():
                         help="results go to gpu-LABEL-c{N}.json (e.g. a variant's name)")
     args = parser.parse_args()
 
-    import image_corpus
     name = gpu_name()
     bandwidth = bandwidth_of(name)
     config = json.loads((pathlib.Path(args.model) / "config.json").read_text())
@@ -107,14 +123,20 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
-        images = []
-        for label, (w, h) in PAGES.items():
-            path = pathlib.Path(tmp) / f"{label}.png"
-            image_corpus.page(w, h).save(path)
-            images += ["--image", str(path)]
+        sizes = list(PAGES.values())
+        warmup = pathlib.Path(tmp) / "warmup.png"
+        text_page(*sizes[0], number=-1).save(warmup)
+        made = 0
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            requests = max(2, concurrency * args.requests_per_slot)
-            command = [args.dsocr, "bench", "--model", args.model, *images, "--requests",
+            requests = max(4, concurrency * args.requests_per_slot)
+            while made < requests:  # page i: A4 for even i, Letter for odd
+                text_page(*sizes[made % len(sizes)], number=made).save(
+                    pathlib.Path(tmp) / f"page-{made}.png")
+                made += 1
+            images = [x for i in range(requests)
+                      for x in ("--image", str(pathlib.Path(tmp) / f"page-{i}.png"))]
+            command = [args.dsocr, "bench", "--model", args.model, *images,
+                       "--warmup-image", str(warmup), "--requests",
                        str(requests), "--concurrency", str(concurrency), "--max-tokens",
                        str(args.max_tokens), "--ignore-eos=false", "--json", *args.extra.split()]
             started = time.time()
@@ -160,9 +182,10 @@ def main():
                 "wall_s_including_start": round(time.time() - started, 1),
                 "bench": result,
             }
-            name = f"gpu-{args.label}-c{concurrency}.json" if args.label else f"gpu-c{concurrency}.json"
+            file_name = (f"gpu-{args.label}-c{concurrency}.json" if args.label
+                         else f"gpu-c{concurrency}.json")
             record["label"] = args.label or None
-            (out_dir / name).write_text(json.dumps(record, indent=1) + "\n")
+            (out_dir / file_name).write_text(json.dumps(record, indent=1) + "\n")
             summary.append({"label": args.label} | {k: record[k] for k in ("concurrency", "pages_per_s",
                                                    "output_tokens_per_s", "decode_step_ms_p50",
                                                    "bandwidth_fraction")} |

@@ -184,15 +184,17 @@ int cmd_generate(int argc, const char* const* argv) {
   return 0;
 }
 
-// Where a bench run's time went, from the engine's counters.
-nlohmann::json engine_stats_json(const engine::EngineStats& stats, double wall_s) {
-  return {{"steps", stats.steps},
-          {"ms_per_step", stats.steps > 0 ? 1000.0 * wall_s / static_cast<double>(stats.steps) : 0},
-          {"images_encoded", stats.images_encoded},
-          {"image_cache_hits", stats.image_cache_hits},
-          {"vision_encode_s", stats.vision_encode_seconds},
-          {"kv_blocks", stats.kv_blocks},
-          {"step_failures", stats.step_failures}};
+// Where the timed part of a bench run went, from the engine's counters (after - before).
+nlohmann::json engine_stats_json(const engine::EngineStats& before, const engine::EngineStats& after,
+                                 double wall_s) {
+  const uint64_t steps = after.steps - before.steps;
+  return {{"steps", steps},
+          {"ms_per_step", steps > 0 ? 1000.0 * wall_s / static_cast<double>(steps) : 0},
+          {"images_encoded", after.images_encoded - before.images_encoded},
+          {"image_cache_hits", after.image_cache_hits - before.image_cache_hits},
+          {"vision_encode_s", after.vision_encode_seconds - before.vision_encode_seconds},
+          {"kv_blocks", after.kv_blocks},
+          {"step_failures", after.step_failures - before.step_failures}};
 }
 
 // Offline throughput through the engine's public API: N requests cycling over the images, at most
@@ -209,6 +211,11 @@ int cmd_bench(int argc, const char* const* argv) {
   FlagSet flags("dsocr bench", "Offline throughput of the engine (pages/s, tokens/s, TTFT, ITL).");
   add_engine_flags(&flags, &engine_flags, {EngineFlag::kModel}, engine::EngineFlagEnv::kWithout);
   flags.add_repeated("image", &images, "page image (repeatable; requests cycle over them)");
+  std::vector<std::string> warmup_images;
+  flags.add_repeated("warmup-image", &warmup_images,
+                     "a page run to the end before timing starts, so start-up costs (first "
+                     "kernels, library handles) stay out of the numbers; not cached for the timed "
+                     "requests unless it equals one of them (repeatable)");
   flags.add_string("prompt", &prompt, "prompt text (the image markers are added)");
   flags.add_int("requests", &requests, "number of requests");
   flags.add_int("concurrency", &concurrency, "requests in flight at most");
@@ -230,6 +237,8 @@ int cmd_bench(int argc, const char* const* argv) {
   }
   std::vector<std::string> pages;
   if (!read_images("bench", images, &pages)) return 1;
+  std::vector<std::string> warmup_pages;
+  if (!read_images("bench", warmup_images, &warmup_pages)) return 1;
   engine_flags.max_num_seqs = concurrency;
   auto options = engine_options("bench", engine_flags);
   if (!options) return 1;
@@ -244,6 +253,29 @@ int cmd_bench(int argc, const char* const* argv) {
     Clock::time_point start, last;
     bool first = true;
   };
+  for (size_t i = 0; i < warmup_pages.size(); ++i) {
+    engine::GenerateRequest r;
+    r.request_id = "warmup-" + std::to_string(i);
+    r.prompt = prompt;
+    r.images.push_back(warmup_pages[i]);
+    r.sampling.max_tokens = std::min<int64_t>(max_tokens, 32);
+    r.sampling.ignore_eos = true;
+    auto s = (*engine)->submit(std::move(r));
+    if (!s.ok()) {
+      std::cerr << "dsocr bench: warm-up: " << s.status().message() << "\n";
+      return 1;
+    }
+    for (;;) {
+      auto e = (*s)->next(std::chrono::milliseconds(100));
+      if (!e || !e->finished) continue;
+      if (!e->error.ok()) {
+        std::cerr << "dsocr bench: warm-up: " << e->error.message() << "\n";
+        return 1;
+      }
+      break;
+    }
+  }
+  const engine::EngineStats before = (*engine)->stats();
   std::vector<double> ttft, itl;
   int64_t submitted = 0, finished = 0, output_tokens = 0, prompt_tokens = 0;
   std::vector<Live> live;
@@ -310,7 +342,8 @@ int cmd_bench(int argc, const char* const* argv) {
                          {{"p50", percentile(itl, 0.5)},
                           {"p90", percentile(itl, 0.9)},
                           {"p99", percentile(itl, 0.99)}}},
-                        {"engine", engine_stats_json((*engine)->stats(), wall)}};
+                        {"warmup_requests", warmup_pages.size()},
+                        {"engine", engine_stats_json(before, (*engine)->stats(), wall)}};
   if (as_json) {
     std::cout << out.dump() << "\n";
   } else {
