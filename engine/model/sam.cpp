@@ -62,8 +62,54 @@ void SamAttentionImpl::prepare(int64_t side, at::ScalarType dtype) {
                        gather_rel_table(rel_pos_w_, side, dtype)};
 }
 
+at::Tensor SamAttentionImpl::attend_bias_in_dot_product(const at::Tensor& q, const at::Tensor& k,
+                                                        const at::Tensor& v,
+                                                        const at::Tensor& rel_h,
+                                                        const at::Tensor& rel_w, int64_t h,
+                                                        int64_t w) const {
+  // q, k, v: [B, heads, hw, hd]; rel_h: [B * heads, h, w, h], rel_w: [B * heads, h, w, w].
+  const int64_t b = q.size(0), hw = h * w, head_dim = q.size(3);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  // Widths padded to a multiple of 8 (the fused kernels' granularity); padding is zeros.
+  const int64_t width = head_dim + h + w;
+  const int64_t padded = (width + 7) / 8 * 8;
+  const auto opts = q.options();
+  at::Tensor q_aug = at::zeros({b, heads_, hw, padded}, opts);
+  q_aug.slice(3, 0, head_dim).copy_(q * scale);
+  q_aug.slice(3, head_dim, head_dim + h).copy_(rel_h.reshape({b, heads_, hw, h}));
+  q_aug.slice(3, head_dim + h, width).copy_(rel_w.reshape({b, heads_, hw, w}));
+  // Key j of the grid sits at row j / w and column j % w.
+  const at::Tensor index = at::arange(hw, opts.dtype(at::kLong));
+  at::Tensor marks = at::zeros({hw, padded - head_dim}, opts);
+  marks.scatter_(1, index.div(w, "floor").unsqueeze(1), 1.0);
+  marks.scatter_(1, index.remainder(w).unsqueeze(1) + h, 1.0);
+  at::Tensor k_aug = at::empty({b, heads_, hw, padded}, opts);
+  k_aug.slice(3, 0, head_dim).copy_(k);
+  k_aug.slice(3, head_dim, padded).copy_(marks.expand({b, heads_, hw, padded - head_dim}));
+  at::Tensor v_aug = at::zeros({b, heads_, hw, padded}, opts);
+  v_aug.slice(3, 0, head_dim).copy_(v);
+  return at::scaled_dot_product_attention(q_aug, k_aug, v_aug, {}, 0.0, false, 1.0)
+      .slice(3, 0, head_dim);
+}
+
 at::Tensor SamAttentionImpl::forward(const at::Tensor& x) {
   const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
+  const bool in_dot_product = bias_mode_ == BiasMode::kInDotProduct ||
+                              (bias_mode_ == BiasMode::kAuto && x.is_cuda());
+  if (in_dot_product) {
+    const int64_t head_dim = c / heads_;
+    auto it = rel_tables_.find(h);
+    DSOCR_CHECK(it != rel_tables_.end() && h == w) << "SAM attention not prepared for grid " << h;
+    at::Tensor qkv =
+        qkv_->forward(x).reshape({b, h * w, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
+    at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+    const at::Tensor q_grid = q.reshape({b * heads_, h, w, head_dim});
+    const at::Tensor rel_h = at::einsum("bhwc,hkc->bhwk", {q_grid, it->second.first});
+    const at::Tensor rel_w = at::einsum("bhwc,wkc->bhwk", {q_grid, it->second.second});
+    at::Tensor out = attend_bias_in_dot_product(q, k, v, rel_h, rel_w, h, w);
+    out = out.reshape({b, heads_, h, w, head_dim}).permute({0, 2, 3, 1, 4}).reshape({b, h, w, c});
+    return proj_->forward(out);
+  }
   // The relative-position bias goes to SDPA materialised, [views, heads, hw, hw]: for the global
   // blocks over six 768 tiles that is ~1.5 GB at full size. A few views at a time (and bands of
   // query rows of one view, below) keep it under max_bias_bytes_, so the buffers stay small enough

@@ -48,9 +48,22 @@ class SamAttentionImpl : public torch::nn::Module {
   // relative-position bias stays under this many bytes (one grid row at least); a setting for
   // tests.
   void set_max_bias_bytes(int64_t bytes) { max_bias_bytes_ = bytes; }
+  // How the relative-position bias reaches attention: kAuto folds it into the dot products on
+  // CUDA (no [views, heads, hw, hw] bias, so SDPA may take its flash kernel) and materialises it
+  // on the CPU; tests force either.
+  enum class BiasMode { kAuto, kMaterialised, kInDotProduct };
+  void set_bias_mode(BiasMode mode) { bias_mode_ = mode; }
 
  private:
+  // The bias folded into the dot products: each query carries its rel_h and rel_w rows, each key
+  // one-hot marks of its grid row and column, so q'.k' = scale * q.k + rel_h[q, row(k)] +
+  // rel_w[q, col(k)] exactly (the marks are 0 or 1).
+  at::Tensor attend_bias_in_dot_product(const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, const at::Tensor& rel_h,
+                                        const at::Tensor& rel_w, int64_t h, int64_t w) const;
+
   int64_t heads_;
+  BiasMode bias_mode_ = BiasMode::kAuto;
   int64_t max_bias_bytes_ = int64_t{256} << 20;  // measured: 2.9-3.9 -> 2.7 s per small page
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr};
   at::Tensor rel_pos_h_, rel_pos_w_;

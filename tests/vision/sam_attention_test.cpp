@@ -34,5 +34,37 @@ TEST_CASE("SAM attention over views in groups equals one call over all", "[sam]"
   }
 }
 
+// The GPU's way (the bias folded into the dot products, no bias tensor) against the materialised
+// bias, on the CPU in float32: windowed (14) and global grids (the 1024 view's 64 at a reduced
+// width), and a bfloat16 run within bf16 tolerance.
+TEST_CASE("SAM attention with the bias in the dot products equals the materialised bias", "[sam]") {
+  at::NoGradGuard no_grad;
+  weights::SamConfig config;
+  config.width = 64, config.heads = 2;
+  for (int64_t grid : {14, 24, 64}) {
+    CAPTURE(grid);
+    SamAttention attention(config, grid);
+    at::manual_seed(grid);
+    for (auto& p : attention->parameters()) p.copy_(at::randn(p.sizes()) * 0.3);
+    attention->prepare(grid, at::kFloat);
+    at::Tensor x = at::randn({2, grid, grid, config.width});
+    attention->set_bias_mode(SamAttentionImpl::BiasMode::kMaterialised);
+    const at::Tensor materialised = attention->forward(x);
+    attention->set_bias_mode(SamAttentionImpl::BiasMode::kInDotProduct);
+    const at::Tensor folded = attention->forward(x);
+    CHECK(folded.sizes() == materialised.sizes());
+    const double error = ((folded - materialised).norm() / materialised.norm()).item<double>();
+    CAPTURE(error);
+    CHECK(error < 1e-5);
+    // bfloat16 (the GPU's dtype): within bf16 rounding of the float32 result.
+    attention->to(at::kBFloat16);
+    attention->prepare(grid, at::kBFloat16);
+    const at::Tensor narrow = attention->forward(x.to(at::kBFloat16)).to(at::kFloat);
+    const double narrow_error = ((narrow - materialised).norm() / materialised.norm()).item<double>();
+    CAPTURE(narrow_error);
+    CHECK(narrow_error < 2e-2);
+  }
+}
+
 }  // namespace
 }  // namespace dsocr::model
