@@ -61,10 +61,19 @@ endif()
 # CUDA compiler exists; without nvcc (a plain Debian machine) the wheel still works on the CPU.
 include(CheckLanguage)
 check_language(CUDA)
+set(_cuda_default OFF)
 if(DSOCR_TORCH_CUDA_VERSION AND CMAKE_CUDA_COMPILER)
-  set(_cuda_default ON)
-else()
-  set(_cuda_default OFF)
+  # The GPU engine's kernels (FlashInfer, CCCL 3.6) need nvcc 12 or newer; an older toolkit (Debian
+  # 12's nvidia-cuda-toolkit is 11.8) gives a CPU build rather than a failed one.
+  execute_process(COMMAND "${CMAKE_CUDA_COMPILER}" --version OUTPUT_VARIABLE _nvcc_version_text
+                  ERROR_QUIET)
+  string(REGEX MATCH "release ([0-9]+)\\.([0-9]+)" _nvcc_release "${_nvcc_version_text}")
+  if(CMAKE_MATCH_1 AND CMAKE_MATCH_1 GREATER_EQUAL 12)
+    set(_cuda_default ON)
+  else()
+    message(STATUS "nvcc ${CMAKE_MATCH_1}.${CMAKE_MATCH_2} is older than 12: CPU build "
+                   "(-DDSOCR_CUDA=ON to try anyway)")
+  endif()
 endif()
 option(DSOCR_CUDA "Build CUDA kernels (sm_90 by default)" ${_cuda_default})
 if(DSOCR_CUDA)

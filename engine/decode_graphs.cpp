@@ -53,19 +53,23 @@ std::unique_ptr<DecodeGraphs> DecodeGraphs::capture(model::LanguageModel languag
   }
   std::unique_ptr<DecodeGraphs> graphs(
       new DecodeGraphs(std::move(language), cache, scratch_block, max_batch));
-  if (graphs->sizes_.empty()) return nullptr;
+  if (graphs->sizes_.empty()) {
+    logger.info("CUDA graphs: off (no batch size to capture: --max-num-seqs {})", max_batch);
+    return nullptr;
+  }
   DecodeGraphs& g = *graphs;
   const at::Device device = g.language_->device();
   const int64_t largest = g.sizes_.back();
   const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
   g.inputs_ = at::zeros({3, largest}, longs);
-  g.inputs_[2].fill_(static_cast<int64_t>(scratch_block) * cache.block_size);
+  g.inputs_[2].fill_(-1);  // padding rows write no K/V
   g.logits_rows_ = at::arange(largest, longs);
 
   const c10::cuda::CUDAGuard device_guard(device);
   const auto started = Clock::now();
+  const at::cuda::CUDAStream stream = at::cuda::getStreamFromPool(false, device.index());
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
   try {
-    const at::cuda::CUDAStream stream = at::cuda::getStreamFromPool(false, device.index());
     const at::cuda::CUDAStreamGuard stream_guard(stream);
     const auto pool = at::cuda::graph_pool_handle();
     for (auto size = g.sizes_.rbegin(); size != g.sizes_.rend(); ++size) {
@@ -78,7 +82,7 @@ std::unique_ptr<DecodeGraphs> DecodeGraphs::capture(model::LanguageModel languag
       // before capture, which may not create it.
       (void)g.language_->forward(batch, cache, attention);
       stream.synchronize();
-      auto graph = std::make_unique<at::cuda::CUDAGraph>();
+      graph = std::make_unique<at::cuda::CUDAGraph>();
       graph->capture_begin(pool);
       at::Tensor logits = g.language_->forward(batch, cache, attention);
       graph->capture_end();
@@ -87,6 +91,20 @@ std::unique_ptr<DecodeGraphs> DecodeGraphs::capture(model::LanguageModel languag
     }
     stream.synchronize();
   } catch (const std::exception& e) {
+    // A capture left open would keep routing the stream's work (and the allocator) into the
+    // graph: end it before running eagerly.
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream.stream(), &status) == cudaSuccess &&
+        status != cudaStreamCaptureStatusNone) {
+      try {
+        if (graph) graph->capture_end();
+      } catch (const std::exception&) {
+        cudaGraph_t broken = nullptr;
+        if (cudaStreamEndCapture(stream.stream(), &broken) == cudaSuccess && broken != nullptr)
+          cudaGraphDestroy(broken);
+      }
+    }
+    (void)cudaGetLastError();
     logger.warn("CUDA graphs: off, capture failed ({}); decode steps run eagerly", e.what());
     return nullptr;
   }

@@ -208,9 +208,11 @@ StatusOr<int64_t> size_kv_cache(const EngineOptions& options, const weights::Lan
                             std::vector<int>(static_cast<size_t>(plain_pages), 0)};
     (void)vision->encode(plain);
   }
-  // Decode temporaries the probes did not make: a full batch's float32 logits and the sampler's
-  // sort of them (values, ids, float64 probabilities and their prefix sums: ~40 bytes a logit).
-  int64_t decode_temporaries = options.scheduler.max_num_seqs * lc.vocab_size * (4 + 40);
+  // Decode temporaries the probes did not make: a full batch's float32 logits, the sampler's copy
+  // and, for sampled rows, its sort (values, ids, float64 probabilities, prefix sums, masks: ~72
+  // bytes a logit together); FlashInfer's workspaces (allocated after this reading).
+  int64_t decode_temporaries =
+      options.scheduler.max_num_seqs * lc.vocab_size * 72 + (int64_t{160} << 20);
   // CUDA graphs keep each captured size's logits (float32) and a step's activations in their
   // pool.
   if (options.cuda_graphs) {
@@ -219,12 +221,14 @@ StatusOr<int64_t> size_kv_cache(const EngineOptions& options, const weights::Lan
     decode_temporaries += 256ll << 20;
   }
   const int64_t free_bytes = free_memory_bytes(device_name);
-  const int64_t budget = static_cast<int64_t>(options.kv_memory_fraction *
-                                              static_cast<double>(free_bytes - decode_temporaries));
+  const int64_t budget = static_cast<int64_t>(
+      options.kv_memory_fraction *
+      static_cast<double>(std::max<int64_t>(0, free_bytes - decode_temporaries)));
   int64_t blocks = std::min(budget / per_block, needed * options.scheduler.max_num_seqs);
   if (blocks < needed) {
-    logger.warn("only {} KV blocks fit in free memory; using the {} one request needs", blocks,
-                needed);
+    logger.warn("only {} KV blocks fit in free memory ({} free, {} kept for decode temporaries); "
+                "using the {} one request needs, which may not fit",
+                blocks, format_bytes(free_bytes), format_bytes(decode_temporaries), needed);
     blocks = needed;
   }
   logger.info("GPU memory: {} free after the weights and a maximal language-model step and "
@@ -232,7 +236,7 @@ StatusOr<int64_t> size_kv_cache(const EngineOptions& options, const weights::Lan
               "of {} tokens), {} left",
               format_bytes(free_bytes), format_bytes(decode_temporaries), blocks,
               blocks * options.block_size, blocks / needed, options.scheduler.max_model_len,
-              format_bytes(free_bytes - blocks * per_block));
+              format_bytes(std::max<int64_t>(0, free_bytes - decode_temporaries - blocks * per_block)));
   return blocks;
 }
 
@@ -468,22 +472,8 @@ at::Tensor ModelRunner::forward(const StepPlan& plan) {
 }
 
 at::Tensor ModelRunner::forward_decode_graph(const StepPlan& plan) {
-  Impl& m = *impl_;
-  DecodeRows rows;
-  const int64_t bs = m.block_size;
-  for (const ScheduledChunk& chunk : plan.chunks) {
-    const Sequence& seq = *chunk.seq;
-    if (chunk.num_tokens != 1 || !chunk.samples) return at::Tensor();
-    const int64_t p = chunk.begin;
-    for (const SequenceImage& img : seq.images)
-      if (p >= img.offset && p < img.offset + img.length) return at::Tensor();
-    rows.ids.push_back(seq.tokens[p]);
-    rows.positions.push_back(p);
-    rows.slots.push_back(static_cast<int64_t>(seq.kv.blocks[p / bs]) * bs + p % bs);
-    rows.context_lens.push_back(p + 1);
-    rows.block_tables.emplace_back(seq.kv.blocks.begin(), seq.kv.blocks.end());
-  }
-  return m.decode_graphs->run(std::move(rows));
+  std::optional<DecodeRows> rows = graph_decode_rows(plan, impl_->block_size);
+  return rows ? impl_->decode_graphs->run(std::move(*rows)) : at::Tensor();
 }
 
 StepOutput ModelRunner::run(const StepPlan& plan) {

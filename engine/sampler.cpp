@@ -46,6 +46,9 @@ int32_t argmax(const float* logits, int64_t vocab) {
 
 int32_t draw(const float* logits, int64_t vocab, const SamplingRow& row) {
   const SamplingParams& p = *row.params;
+  // One uniform number per sampled row and step, taken first whatever follows (so the device
+  // path, which takes it the same way, keeps a seeded request's stream in step).
+  const double uniform = std::uniform_real_distribution<double>(0.0, 1.0)(*row.rng);
   std::vector<int32_t> ids(static_cast<size_t>(vocab));
   std::iota(ids.begin(), ids.end(), 0);
   const float inv_t = static_cast<float>(1.0 / p.temperature);
@@ -84,7 +87,7 @@ int32_t draw(const float* logits, int64_t vocab, const SamplingRow& row) {
     while (n > 1 && probs[n - 1] < floor) --n;
   }
   double total = std::accumulate(probs.begin(), probs.begin() + n, 0.0);
-  double u = std::uniform_real_distribution<double>(0.0, total)(*row.rng);
+  double u = uniform * total;
   for (size_t i = 0; i < n; ++i) {
     u -= probs[i];
     if (u < 0) return ids[i];
@@ -111,6 +114,18 @@ std::vector<int32_t> sample_tokens(const at::Tensor& logits, std::span<const Sam
 }
 
 namespace {
+
+// Host values on `device` without waiting: on CUDA through pinned memory and an asynchronous
+// copy (a pageable copy would wait for the step's kernels first), so the step's one host sync
+// is the chosen ids' way back.
+template <typename T>
+at::Tensor upload(const std::vector<T>& values, at::ScalarType type, at::Device device) {
+  const bool cuda = device.is_cuda();
+  at::Tensor host = at::empty({static_cast<int64_t>(values.size())},
+                              at::TensorOptions().dtype(type).pinned_memory(cuda));
+  std::copy(values.begin(), values.end(), host.data_ptr<T>());
+  return cuda ? host.to(device, /*non_blocking=*/true) : host;
+}
 
 // The sparse edits of one step's penalties and bans, as flat indices into [rows, vocab].
 struct LogitEdits {
@@ -173,7 +188,7 @@ void apply_edits(at::Tensor& logits, const LogitEdits& edits) {
   packed.insert(packed.end(), edits.subtract_index.begin(), edits.subtract_index.end());
   for (float f : edits.subtract) packed.push_back(bits(f));
   packed.insert(packed.end(), edits.ban_index.begin(), edits.ban_index.end());
-  const at::Tensor all = at::tensor(packed, at::kLong).to(logits.device(), /*non_blocking=*/false);
+  const at::Tensor all = upload(packed, at::kLong, logits.device());
   const auto floats = [](const at::Tensor& b) { return b.to(at::kInt).view(at::kFloat); };
   at::Tensor flat = logits.view(-1);
   int64_t at_ = 0;
@@ -207,7 +222,7 @@ at::Tensor draw_rows(const at::Tensor& logits, const std::vector<const SamplingP
                                    p.top_p, p.min_p, uniform[i]});
   }
   const at::Tensor knobs =
-      at::tensor(per_row, at::kDouble).view({r, 5}).to(logits.device());
+      upload(per_row, at::kDouble, logits.device()).view({r, 5});
   const at::Tensor inv_t = knobs.select(1, 0).unsqueeze(1), top_k = knobs.select(1, 1).unsqueeze(1);
   const at::Tensor top_p = knobs.select(1, 2).unsqueeze(1), min_p = knobs.select(1, 3).unsqueeze(1);
   const at::Tensor u = knobs.select(1, 4).unsqueeze(1);
@@ -219,8 +234,11 @@ at::Tensor draw_rows(const at::Tensor& logits, const std::vector<const SamplingP
   probs.masked_fill_((rank >= top_k).logical_or(sorted == kNegInf), 0.0);
   probs = probs / probs.sum(1, true);
   // top-p: keep up to and including the first rank whose cumulative probability reaches top_p.
-  const at::Tensor cumulative = probs.cumsum(1);
-  at::Tensor keep = (cumulative - probs < top_p).logical_or(top_p >= 1.0);
+  // The probability mass before each rank (an exclusive prefix sum, not cumulative - probs,
+  // whose rounding could move a rank across the boundary).
+  const at::Tensor before =
+      at::cat({at::zeros({r, 1}, probs.options()), probs.cumsum(1).slice(1, 0, vocab - 1)}, 1);
+  at::Tensor keep = (before < top_p).logical_or(top_p >= 1.0);
   // min-p: drop the tail below min_p times the top probability (the first rank always stays).
   keep = keep.logical_and((probs >= min_p * probs.select(1, 0).unsqueeze(1)).logical_or(rank == 0));
   const at::Tensor kept = probs * keep;
@@ -257,7 +275,7 @@ std::vector<int32_t> sample_tokens_on_device(const at::Tensor& logits,
     uniform.push_back(std::uniform_real_distribution<double>(0.0, 1.0)(*rows[i].rng));
   }
   if (!sampled_rows.empty()) {
-    const at::Tensor index = at::tensor(sampled_rows, at::kLong).to(work.device());
+    const at::Tensor index = upload(sampled_rows, at::kLong, work.device());
     chosen.index_copy_(0, index, draw_rows(work.index_select(0, index), params, uniform));
   }
   // The step's one device-to-host copy.

@@ -109,7 +109,7 @@ fi
 # alone, without the JIT's dependencies (nothing of it runs; the build reads its headers).
 FLASHINFER_WHEEL="flashinfer-python==0.7.2.post1"
 if [[ "${DSOCR_CUDA:-}" != "OFF" ]] && { command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; } &&
-   ! .venv/bin/python -m pip show -q flashinfer-python 2>/dev/null; then
+   [[ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("flashinfer-python"))' 2>/dev/null)" != "${FLASHINFER_WHEEL#*==}" ]]; then
   step "Installing FlashInfer's CUDA headers ($FLASHINFER_WHEEL, no dependencies) into .venv"
   .venv/bin/python -m pip install --progress-bar off --no-deps "$FLASHINFER_WHEEL"
 fi

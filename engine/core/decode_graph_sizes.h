@@ -2,15 +2,18 @@
 // padding of a step's decode inputs up to one of them. Torch-free, so the CPU tests cover it.
 //
 // A graph replays fixed shapes: a step of B decode sequences runs the graph of the smallest
-// captured size P >= B, its P - B extra rows being dummies that write their K/V into a scratch
-// block no request owns and whose logits are never read.
+// captured size P >= B, its P - B extra rows being dummies that read a scratch block no request
+// owns, write nothing to the cache, and whose logits are never read.
 //
 // Thread-safety: pure functions.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
+
+#include "engine/core/scheduler.h"
 
 namespace dsocr::engine {
 
@@ -28,8 +31,13 @@ struct DecodeRows {
   std::vector<std::vector<int32_t>> block_tables;
 };
 
-// Appends dummy rows until `rows` holds `padded`: token 0 at position 0 in slot 0 of
-// `scratch_block`, a context of that one slot.
+// The rows of a step a decode graph can run: every chunk one token that samples and is no image
+// placeholder (a decode token, or a prompt's last token after earlier chunks), in plan order.
+// nullopt when any chunk is not so (the step then runs eagerly).
+std::optional<DecodeRows> graph_decode_rows(const StepPlan& plan, int64_t block_size);
+
+// Appends dummy rows until `rows` holds `padded`: token 0 at position 0, writing no K/V (slot -1,
+// which the KV-write kernels skip), attending to a context of slot 0 of `scratch_block` (zeros).
 void pad_decode_rows(DecodeRows& rows, int64_t padded, int32_t scratch_block, int64_t block_size);
 
 }  // namespace dsocr::engine

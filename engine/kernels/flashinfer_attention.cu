@@ -481,6 +481,7 @@ struct FlashInferPagedAttention::Impl {
                         const void* v_cache, void* out, int64_t q_row_stride) const {
     const std::string where = std::string("FlashInfer ") + slot.name + " run: ";
     if (!slot.planned) return failed_precondition(where + "no valid plan");
+    if (slot.num_seqs == 0) return Status();  // nothing runs: an empty tensor's null pointers
     if (q == nullptr || k_cache == nullptr || v_cache == nullptr || out == nullptr) {
       return invalid_argument(where + "null pointer");
     }

@@ -29,7 +29,7 @@ TEST_CASE("decode graph sizes cover every batch up to the largest with little pa
   CHECK(decode_graph_size_for(sizes, 0) == 1);
 }
 
-TEST_CASE("padding rows write only into the scratch block", "[decode_graphs]") {
+TEST_CASE("padding rows write no K/V and read only the scratch block", "[decode_graphs]") {
   DecodeRows rows;
   rows.ids = {5, 6};
   rows.positions = {10, 40};
@@ -39,7 +39,7 @@ TEST_CASE("padding rows write only into the scratch block", "[decode_graphs]") {
   pad_decode_rows(rows, 4, /*scratch_block=*/99, /*block_size=*/16);
   REQUIRE(rows.ids.size() == 4);
   CHECK(rows.ids == std::vector<int64_t>{5, 6, 0, 0});
-  CHECK(rows.slots == std::vector<int64_t>{58, 120, 99 * 16, 99 * 16});
+  CHECK(rows.slots == std::vector<int64_t>{58, 120, -1, -1});
   CHECK(rows.context_lens == std::vector<int64_t>{11, 41, 1, 1});
   CHECK(rows.block_tables[3] == std::vector<int32_t>{99});
   pad_decode_rows(rows, 3, 99, 16);  // already long enough: unchanged
@@ -66,6 +66,48 @@ TEST_CASE("FlashInfer page tables from block tables", "[decode_graphs]") {
   pages.clear();
   CHECK(pages.view().num_seqs == 0);
   CHECK(pages.rows() == 0);
+}
+
+}  // namespace
+}  // namespace dsocr::engine
+
+namespace dsocr::engine {
+namespace {
+
+TEST_CASE("which steps a decode graph runs", "[decode_graphs]") {
+  // Two sequences: a decoding one (prompt 40, 3 generated) and one whose prompt has an image at
+  // positions 5..20 and a last prompt token at 30.
+  Sequence a, b;
+  a.tokens.assign(43, 7);
+  a.tokens[42] = 99;
+  a.prompt_len = 40;
+  a.kv.blocks = {4, 9, 2};
+  b.tokens.assign(31, 3);
+  b.prompt_len = 31;
+  b.images.push_back({5, 16, 0, true});
+  b.kv.blocks = {8, 1};
+  StepPlan decode;
+  decode.chunks = {{&a, 42, 1, true}, {&b, 30, 1, true}};  // b: its prompt's last token
+  std::optional<DecodeRows> rows = graph_decode_rows(decode, 16);
+  REQUIRE(rows.has_value());
+  CHECK(rows->ids == std::vector<int64_t>{99, 3});
+  CHECK(rows->positions == std::vector<int64_t>{42, 30});
+  CHECK(rows->slots == std::vector<int64_t>{2 * 16 + 10, 1 * 16 + 14});
+  CHECK(rows->context_lens == std::vector<int64_t>{43, 31});
+  CHECK(rows->block_tables[1] == std::vector<int32_t>{8, 1});
+
+  StepPlan prefill;  // a chunk of many tokens
+  prefill.chunks = {{&a, 42, 1, true}, {&b, 21, 10, true}};
+  CHECK_FALSE(graph_decode_rows(prefill, 16).has_value());
+  StepPlan image_row;  // one token, but an image placeholder
+  image_row.chunks = {{&b, 20, 1, true}};
+  CHECK_FALSE(graph_decode_rows(image_row, 16).has_value());
+  StepPlan no_sample;  // one token that does not sample (a chunk boundary inside the prompt)
+  no_sample.chunks = {{&a, 42, 1, true}, {&b, 25, 1, false}};
+  CHECK_FALSE(graph_decode_rows(no_sample, 16).has_value());
+  StepPlan empty;
+  REQUIRE(graph_decode_rows(empty, 16).has_value());
+  CHECK(graph_decode_rows(empty, 16)->ids.empty());
 }
 
 }  // namespace

@@ -170,8 +170,8 @@ TEST_CASE("MoE grouped-GEMM path equals the reference path on the CPU", "[moe]")
         at::Tensor x = at::randn({tokens, hidden}).to(dtype);
         at::Tensor grouped = moe->forward(x, MoeImpl::Route::kGrouped).to(at::kFloat);
         at::Tensor reference = moe->forward(x, MoeImpl::Route::kReference).to(at::kFloat);
-        // bfloat16: the reference adds the k results in bfloat16, the grouped path sums them in
-        // float32 and rounds once.
+        // bfloat16: the reference adds the k results one by one in bfloat16, the grouped path
+        // rounds each weighted result to bfloat16 and sums the k of a token at once.
         const double tolerance = dtype == at::kFloat ? 1e-5 : 2e-2;
         const double scale = std::max(1.0, reference.abs().max().item<double>());
         CHECK((grouped - reference).abs().max().item<double>() <= tolerance * scale);
@@ -180,7 +180,8 @@ TEST_CASE("MoE grouped-GEMM path equals the reference path on the CPU", "[moe]")
   }
 }
 
-TEST_CASE("MoE on CUDA: the grouped path equals the reference, batch-invariantly", "[moe][cuda]") {
+TEST_CASE("MoE on CUDA: the grouped path equals the reference, a token alone within rounding",
+          "[moe][cuda]") {
   if (!torch::cuda::is_available()) {
     WARN("skipped: no CUDA device");
     return;
@@ -200,7 +201,8 @@ TEST_CASE("MoE on CUDA: the grouped path equals the reference, batch-invariantly
     CHECK(error < 1e-2);
     CHECK(at::isfinite(fast).all().item<bool>());
     if (tokens > 1) {
-      // A token's output alone vs inside the batch.
+      // A token's output alone vs inside the batch: the per-token sum has no atomics, but the
+      // GEMM kernels may tile differently by batch size, so within bf16 rounding, not bit-equal.
       at::Tensor alone = moe->forward(x.slice(0, 0, 1)).to(at::kFloat);
       const double drift =
           ((alone[0] - fast[0]).norm() / fast[0].norm()).item<double>();
