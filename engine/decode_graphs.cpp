@@ -28,9 +28,8 @@ ForwardBatch DecodeGraphs::batch_for(const DecodeRows& rows, int64_t padded) con
   batch.slot_mapping = inputs_[2].slice(0, 0, padded);
   batch.logits_rows = logits_rows_.slice(0, 0, padded);
   for (int64_t i = 0; i < padded; ++i)
-    batch.sequences.push_back(
-        SequenceSlice{i, 1, rows.context_lens[static_cast<size_t>(i)],
-                      rows.block_tables[static_cast<size_t>(i)]});
+    batch.sequences.push_back(SequenceSlice{i, 1, rows.context_lens[static_cast<size_t>(i)],
+                                            rows.block_tables[static_cast<size_t>(i)]});
   return batch;
 }
 
@@ -43,9 +42,9 @@ AttentionPlan DecodeGraphs::plan(const ForwardBatch& batch) const {
 
 #ifdef DSOCR_WITH_CUDA
 
-std::unique_ptr<DecodeGraphs> DecodeGraphs::capture(model::LanguageModel language,
-                                                    KvCache& cache, int32_t scratch_block,
-                                                    int64_t max_batch, spdlog::logger& logger) {
+std::unique_ptr<DecodeGraphs> DecodeGraphs::capture(model::LanguageModel language, KvCache& cache,
+                                                    int32_t scratch_block, int64_t max_batch,
+                                                    spdlog::logger& logger) {
   if (!language->device().is_cuda()) return nullptr;
   if (language->dtype() != at::kBFloat16 || !cache.gpu_attention) {
     logger.info("CUDA graphs: off (they need bfloat16 and the GPU attention kernels)");

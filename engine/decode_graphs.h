@@ -19,10 +19,10 @@
 
 #include <ATen/ATen.h>
 
+#include <spdlog/logger.h>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <spdlog/logger.h>
 #include <vector>
 
 #include "engine/core/decode_graph_sizes.h"

@@ -12,11 +12,11 @@
 #include "common/memory.h"
 #include "engine/decode_graphs.h"
 #include "engine/device.h"
-#include "engine/memory_plan.h"
 #include "engine/kernels/cpu_kernels.h"
 #include "engine/kernels/forward_batch.h"
 #include "engine/kernels/kv_cache.h"
 #include "engine/kernels/paged_attention.h"
+#include "engine/memory_plan.h"
 #include "engine/model/language_model.h"
 #include "engine/model/pixel_values.h"
 #include "engine/model/vision_model.h"
@@ -221,22 +221,24 @@ StatusOr<int64_t> size_kv_cache(const EngineOptions& options, const weights::Lan
     decode_temporaries += 256ll << 20;
   }
   const int64_t free_bytes = free_memory_bytes(device_name);
-  const int64_t budget = static_cast<int64_t>(
-      options.kv_memory_fraction *
-      static_cast<double>(std::max<int64_t>(0, free_bytes - decode_temporaries)));
+  const int64_t budget =
+      static_cast<int64_t>(options.kv_memory_fraction * static_cast<double>(std::max<int64_t>(
+                                                            0, free_bytes - decode_temporaries)));
   int64_t blocks = std::min(budget / per_block, needed * options.scheduler.max_num_seqs);
   if (blocks < needed) {
-    logger.warn("only {} KV blocks fit in free memory ({} free, {} kept for decode temporaries); "
-                "using the {} one request needs, which may not fit",
-                blocks, format_bytes(free_bytes), format_bytes(decode_temporaries), needed);
+    logger.warn(
+        "only {} KV blocks fit in free memory ({} free, {} kept for decode temporaries); "
+        "using the {} one request needs, which may not fit",
+        blocks, format_bytes(free_bytes), format_bytes(decode_temporaries), needed);
     blocks = needed;
   }
-  logger.info("GPU memory: {} free after the weights and a maximal language-model step and "
-              "vision batch; {} kept for decode temporaries; {} KV blocks ({} tokens, {} sequences "
-              "of {} tokens), {} left",
-              format_bytes(free_bytes), format_bytes(decode_temporaries), blocks,
-              blocks * options.block_size, blocks / needed, options.scheduler.max_model_len,
-              format_bytes(std::max<int64_t>(0, free_bytes - decode_temporaries - blocks * per_block)));
+  logger.info(
+      "GPU memory: {} free after the weights and a maximal language-model step and "
+      "vision batch; {} kept for decode temporaries; {} KV blocks ({} tokens, {} sequences "
+      "of {} tokens), {} left",
+      format_bytes(free_bytes), format_bytes(decode_temporaries), blocks,
+      blocks * options.block_size, blocks / needed, options.scheduler.max_model_len,
+      format_bytes(std::max<int64_t>(0, free_bytes - decode_temporaries - blocks * per_block)));
   return blocks;
 }
 
@@ -303,23 +305,23 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
               ms_between(started, Clock::now()) / 1000);
 
   const auto& lc = config.language;
-  DSOCR_ASSIGN_OR_RETURN(const int64_t blocks,
-                         size_kv_cache(options, lc, device_name, impl->device, impl->kv_dtype,
-                                       impl->dtype, cpu_budget, weight_bytes, impl->language,
-                                       impl->vision, logger));
+  DSOCR_ASSIGN_OR_RETURN(
+      const int64_t blocks,
+      size_kv_cache(options, lc, device_name, impl->device, impl->kv_dtype, impl->dtype, cpu_budget,
+                    weight_bytes, impl->language, impl->vision, logger));
   // On CUDA one block more than the block manager hands out: the scratch block that padding
   // rows of a graph-replayed decode step write into.
   const int64_t scratch_blocks = impl->device.is_cuda() ? 1 : 0;
-  impl->cache = KvCache::allocate(lc.num_hidden_layers, blocks + scratch_blocks,
-                                  options.block_size, lc.num_key_value_heads, lc.head_dim(),
-                                  impl->kv_dtype, impl->device);
+  impl->cache =
+      KvCache::allocate(lc.num_hidden_layers, blocks + scratch_blocks, options.block_size,
+                        lc.num_key_value_heads, lc.head_dim(), impl->kv_dtype, impl->device);
   const bool graphs = options.cuda_graphs && impl->device.is_cuda();
   const int64_t needed_blocks =
       (options.scheduler.max_model_len + options.block_size - 1) / options.block_size;
-  impl->cache.gpu_attention = make_gpu_attention(
-      impl->device, lc.num_attention_heads, lc.num_key_value_heads, lc.head_dim(),
-      options.block_size, blocks + scratch_blocks, impl->kv_dtype,
-      graphs ? options.scheduler.max_num_seqs : 0, needed_blocks);
+  impl->cache.gpu_attention =
+      make_gpu_attention(impl->device, lc.num_attention_heads, lc.num_key_value_heads,
+                         lc.head_dim(), options.block_size, blocks + scratch_blocks, impl->kv_dtype,
+                         graphs ? options.scheduler.max_num_seqs : 0, needed_blocks);
   if (graphs)
     impl->decode_graphs =
         DecodeGraphs::capture(impl->language, impl->cache, static_cast<int32_t>(blocks),
@@ -449,8 +451,9 @@ at::Tensor ModelRunner::forward(const StepPlan& plan) {
                                                           &image_rows};
   size_t total = 0;
   for (const auto* v : parts) total += v->size();
-  at::Tensor host = at::empty({static_cast<int64_t>(total)},
-                              at::TensorOptions().dtype(at::kLong).pinned_memory(m.device.is_cuda()));
+  at::Tensor host =
+      at::empty({static_cast<int64_t>(total)},
+                at::TensorOptions().dtype(at::kLong).pinned_memory(m.device.is_cuda()));
   int64_t* out = host.data_ptr<int64_t>();
   for (const auto* v : parts) out = std::copy(v->begin(), v->end(), out);
   const at::Tensor packed = m.device.is_cuda() ? host.to(m.device, /*non_blocking=*/true) : host;

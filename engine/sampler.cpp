@@ -1,8 +1,8 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <unordered_map>
@@ -217,12 +217,12 @@ at::Tensor draw_rows(const at::Tensor& logits, const std::vector<const SamplingP
   std::vector<double> per_row;  // inv_t, top_k, top_p, min_p, u for each row
   for (int64_t i = 0; i < r; ++i) {
     const SamplingParams& p = *params[i];
-    per_row.insert(per_row.end(), {1.0 / p.temperature,
-                                   static_cast<double>(p.top_k > 0 ? std::min(p.top_k, vocab) : vocab),
-                                   p.top_p, p.min_p, uniform[i]});
+    per_row.insert(
+        per_row.end(),
+        {1.0 / p.temperature, static_cast<double>(p.top_k > 0 ? std::min(p.top_k, vocab) : vocab),
+         p.top_p, p.min_p, uniform[i]});
   }
-  const at::Tensor knobs =
-      upload(per_row, at::kDouble, logits.device()).view({r, 5});
+  const at::Tensor knobs = upload(per_row, at::kDouble, logits.device()).view({r, 5});
   const at::Tensor inv_t = knobs.select(1, 0).unsqueeze(1), top_k = knobs.select(1, 1).unsqueeze(1);
   const at::Tensor top_p = knobs.select(1, 2).unsqueeze(1), min_p = knobs.select(1, 3).unsqueeze(1);
   const at::Tensor u = knobs.select(1, 4).unsqueeze(1);

@@ -453,8 +453,8 @@ struct FlashInferPagedAttention::Impl {
   float sm_scale = 0;
   PlanSlot decode;
   PlanSlot prefill;
-  PlanSlot decode_graph;          // allocated only when config.max_graph_batch > 0
-  bool decode_is_graph = false;   // which decode slot the latest decode plan used
+  PlanSlot decode_graph;         // allocated only when config.max_graph_batch > 0
+  bool decode_is_graph = false;  // which decode slot the latest decode plan used
   // The launch of the first graph plan for each P (index P), which later plans for P must match.
   std::vector<bool> graph_launch_recorded;
   std::vector<flashinfer::DecodePlanInfo> graph_launch;
@@ -576,8 +576,8 @@ StatusOr<std::unique_ptr<FlashInferPagedAttention>> FlashInferPagedAttention::cr
                                                config.int_workspace_bytes, kInitialTable));
   if (config.max_graph_batch > 0) {
     const size_t max_seqs = static_cast<size_t>(config.max_graph_batch);
-    const size_t table = round_up4(max_seqs + 1) + round_up4(max_seqs) +
-                         static_cast<size_t>(config.max_graph_pages);
+    const size_t table =
+        round_up4(max_seqs + 1) + round_up4(max_seqs) + static_cast<size_t>(config.max_graph_pages);
     DSOCR_RETURN_IF_ERROR(impl->decode_graph.allocate(
         "decode (graph)", config.decode_float_workspace_bytes, config.int_workspace_bytes, table));
     impl->decode_graph.fix_layout(max_seqs);
@@ -686,8 +686,8 @@ Status FlashInferPagedAttention::plan_decode_graph(const PageTableView& pages, v
         where + "the launch for " + std::to_string(p) + " sequences would differ from the " +
         "recorded one (split_kv " + std::to_string(info.split_kv) + " vs " +
         std::to_string(first.split_kv) + ", padded batch " +
-        std::to_string(info.padded_batch_size) + " vs " +
-        std::to_string(first.padded_batch_size) + "); run this step eagerly");
+        std::to_string(info.padded_batch_size) + " vs " + std::to_string(first.padded_batch_size) +
+        "); run this step eagerly");
   }
   slot.decode_info = info;
   slot.num_seqs = pages.num_seqs;
@@ -783,8 +783,8 @@ Status FlashInferPagedAttention::run_decode(const void* q, const void* k_cache, 
     tmp_s = flashinfer::GetPtrFromBaseOffset<float>(slot.float_workspace, info.s_offset);
     // Graph plans pad the split grid beyond the work; the mask makes the extra CTAs exit.
     if (info.enable_cuda_graph) {
-      params.block_valid_mask = flashinfer::GetPtrFromBaseOffset<bool>(
-          slot.int_workspace, info.block_valid_mask_offset);
+      params.block_valid_mask =
+          flashinfer::GetPtrFromBaseOffset<bool>(slot.int_workspace, info.block_valid_mask_offset);
     }
   }
   try {

@@ -11,19 +11,19 @@
 
 namespace dsocr::engine {
 
-std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t heads,
-                                                 int64_t kv_heads, int64_t head_dim,
-                                                 int64_t block_size, int64_t num_blocks,
-                                                 at::ScalarType cache_dtype,
+std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t heads, int64_t kv_heads,
+                                                 int64_t head_dim, int64_t block_size,
+                                                 int64_t num_blocks, at::ScalarType cache_dtype,
                                                  int64_t max_graph_batch,
                                                  int64_t max_graph_pages_per_seq) {
   auto logger = log::get("engine");
   if (!device.is_cuda()) return nullptr;
 #ifdef DSOCR_WITH_CUDA
   if (cache_dtype != at::kBFloat16 || head_dim != 128) {
-    logger->warn("attention: the reference path (the GPU kernels are built for a bfloat16 cache "
-                 "and head_dim 128; this is {} with head_dim {})",
-                 c10::toString(cache_dtype), head_dim);
+    logger->warn(
+        "attention: the reference path (the GPU kernels are built for a bfloat16 cache "
+        "and head_dim 128; this is {} with head_dim {})",
+        c10::toString(cache_dtype), head_dim);
     return nullptr;
   }
   kernels::FlashInferPagedAttention::Config config;
@@ -78,9 +78,10 @@ AttentionPlan AttentionPlan::build(const ForwardBatch& batch, int64_t block_size
     }
     void* stream = at::cuda::getCurrentCUDAStream(device.index()).stream();
     if (for_graph && !decode_only) throw std::logic_error("a CUDA-graph step must be decode-only");
-    const Status planned = for_graph     ? gpu->plan_decode_graph(pages.view(), stream)
-                           : decode_only ? gpu->plan_decode(pages.view(), stream)
-                                       : gpu->plan_prefill(pages.qo_indptr(), pages.view(), stream);
+    const Status planned = for_graph ? gpu->plan_decode_graph(pages.view(), stream)
+                           : decode_only
+                               ? gpu->plan_decode(pages.view(), stream)
+                               : gpu->plan_prefill(pages.qo_indptr(), pages.view(), stream);
     if (!planned.ok()) throw std::runtime_error("attention plan: " + planned.message());
     plan.gpu = gpu;
     plan.gpu_decode_only = decode_only;
@@ -168,12 +169,11 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_cache,
     at::Tensor out = at::empty(q.sizes(), q.options());
     const c10::cuda::CUDAGuard guard(query.device());
     void* stream = at::cuda::getCurrentCUDAStream(query.device().index()).stream();
-    const Status ran =
-        plan.gpu_decode_only
-            ? plan.gpu->run_decode(q.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
-                                   out.data_ptr(), stream)
-            : plan.gpu->run_prefill(q.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
-                                    out.data_ptr(), stream);
+    const Status ran = plan.gpu_decode_only
+                           ? plan.gpu->run_decode(q.data_ptr(), key_cache.data_ptr(),
+                                                  value_cache.data_ptr(), out.data_ptr(), stream)
+                           : plan.gpu->run_prefill(q.data_ptr(), key_cache.data_ptr(),
+                                                   value_cache.data_ptr(), out.data_ptr(), stream);
     if (!ran.ok()) throw std::runtime_error("attention: " + ran.message());
     return out;
   }

@@ -37,10 +37,9 @@ using GpuAttention = kernels::FlashInferPagedAttention;
 // build has no CUDA kernels or the shapes are not the compiled ones (the reference path then
 // serves; the reason is logged). `max_graph_batch` > 0 also sets up CUDA-graph decode for up to
 // that many sequences of at most `max_graph_pages_per_seq` blocks each.
-std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t heads,
-                                                 int64_t kv_heads, int64_t head_dim,
-                                                 int64_t block_size, int64_t num_blocks,
-                                                 at::ScalarType cache_dtype,
+std::shared_ptr<GpuAttention> make_gpu_attention(at::Device device, int64_t heads, int64_t kv_heads,
+                                                 int64_t head_dim, int64_t block_size,
+                                                 int64_t num_blocks, at::ScalarType cache_dtype,
                                                  int64_t max_graph_batch = 0,
                                                  int64_t max_graph_pages_per_seq = 0);
 

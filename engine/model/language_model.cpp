@@ -165,9 +165,9 @@ at::Tensor MoeImpl::forward(const at::Tensor& x, Route route) {
                  float_or_bf16_type(w_gate_.scalar_type()) && x.size(0) <= kKernelMaxTokens &&
                  engine::cpu::moe_supported(config_.hidden_size, config_.moe_intermediate_size));
   // On CUDA: grouped GEMMs (at::_grouped_mm: CUTLASS on sm_90 in bfloat16), no host sync.
-  const bool grouped = route == Route::kGrouped ||
-                       (route == Route::kAuto && x.is_cuda() && x.scalar_type() == at::kBFloat16 &&
-                        w_gate_up_.defined());
+  const bool grouped =
+      route == Route::kGrouped || (route == Route::kAuto && x.is_cuda() &&
+                                   x.scalar_type() == at::kBFloat16 && w_gate_up_.defined());
   at::Tensor routed = kernel    ? routed_cpu(x, experts, weights)
                       : grouped ? routed_grouped(x, experts, weights)
                                 : routed_reference(x, experts, weights);
@@ -235,8 +235,7 @@ at::Tensor MoeImpl::routed_grouped(const at::Tensor& x, const at::Tensor& expert
       /*right=*/true);
   const at::Tensor rows = x.index_select(0, order.div(k, "floor"));
   // A CPU test forces this path on weights stacked without the fused gate/up tensor.
-  const at::Tensor gate_up =
-      w_gate_up_.defined() ? w_gate_up_ : at::cat({w_gate_, w_up_}, 1);
+  const at::Tensor gate_up = w_gate_up_.defined() ? w_gate_up_ : at::cat({w_gate_, w_up_}, 1);
   const at::Tensor h = at::_grouped_mm(rows, gate_up.transpose(1, 2), group_ends);  // [T*k, 2I]
   const at::Tensor act = at::silu(h.slice(1, 0, inter)) * h.slice(1, inter, 2 * inter);
   at::Tensor y = at::_grouped_mm(act, w_down_.transpose(1, 2), group_ends);  // [T*k, H]
@@ -401,7 +400,7 @@ void LanguageModelImpl::pack_lm_head() {
 }
 
 engine::AttentionPlan LanguageModelImpl::plan_attention(const engine::ForwardBatch& batch,
-                                                       engine::KvCache& cache) const {
+                                                        engine::KvCache& cache) const {
   const at::ScalarType dtype = norm_.scalar_type();
   return engine::AttentionPlan::build(
       batch, cache.block_size, norm_.device(), config_.num_attention_heads, config_.head_dim(),

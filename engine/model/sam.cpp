@@ -94,8 +94,8 @@ at::Tensor SamAttentionImpl::attend_bias_in_dot_product(const at::Tensor& q, con
 
 at::Tensor SamAttentionImpl::forward(const at::Tensor& x) {
   const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
-  const bool in_dot_product = bias_mode_ == BiasMode::kInDotProduct ||
-                              (bias_mode_ == BiasMode::kAuto && x.is_cuda());
+  const bool in_dot_product =
+      bias_mode_ == BiasMode::kInDotProduct || (bias_mode_ == BiasMode::kAuto && x.is_cuda());
   if (in_dot_product) {
     const int64_t head_dim = c / heads_;
     auto it = rel_tables_.find(h);

@@ -185,8 +185,8 @@ int cmd_generate(int argc, const char* const* argv) {
 }
 
 // Where the timed part of a bench run went, from the engine's counters (after - before).
-nlohmann::json engine_stats_json(const engine::EngineStats& before, const engine::EngineStats& after,
-                                 double wall_s) {
+nlohmann::json engine_stats_json(const engine::EngineStats& before,
+                                 const engine::EngineStats& after, double wall_s) {
   const uint64_t steps = after.steps - before.steps;
   return {{"steps", steps},
           {"ms_per_step", steps > 0 ? 1000.0 * wall_s / static_cast<double>(steps) : 0},
@@ -220,15 +220,16 @@ int cmd_bench(int argc, const char* const* argv) {
   flags.add_int("requests", &requests, "number of requests");
   flags.add_int("concurrency", &concurrency, "requests in flight at most");
   flags.add_int("max-tokens", &max_tokens, "tokens generated per request");
-  add_engine_flags(&flags, &engine_flags,
-                   {EngineFlag::kMaxNumBatchedTokens, EngineFlag::kNumKvBlocks, EngineFlag::kDtype,
-                    EngineFlag::kWeights, EngineFlag::kKvCacheDtype, EngineFlag::kDevice,
-                    EngineFlag::kCudaGraphs,
-                    EngineFlag::kPrefixCaching, EngineFlag::kCpuMemoryBudget},
-                   engine::EngineFlagEnv::kWithout);
-  flags.add_bool("ignore-eos", &ignore_eos,
-                 "generate --max-tokens tokens whatever the model emits (false: EOS ends a request, "
-                 "as in service)");
+  add_engine_flags(
+      &flags, &engine_flags,
+      {EngineFlag::kMaxNumBatchedTokens, EngineFlag::kNumKvBlocks, EngineFlag::kDtype,
+       EngineFlag::kWeights, EngineFlag::kKvCacheDtype, EngineFlag::kDevice,
+       EngineFlag::kCudaGraphs, EngineFlag::kPrefixCaching, EngineFlag::kCpuMemoryBudget},
+      engine::EngineFlagEnv::kWithout);
+  flags.add_bool(
+      "ignore-eos", &ignore_eos,
+      "generate --max-tokens tokens whatever the model emits (false: EOS ends a request, "
+      "as in service)");
   flags.add_bool("json", &as_json, "print one JSON object");
   if (auto rc = parse_command_flags(flags, argc, argv)) return *rc;
   if (engine_flags.model.empty() || requests < 1 || concurrency < 1 || max_tokens < 1) {

@@ -6,9 +6,9 @@
 #include <torch/cuda.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <algorithm>
 #include <numeric>
 #include <random>
 
@@ -41,8 +41,8 @@ TEST_CASE("CUDA-graph decode steps equal eager steps", "[decode_graphs][cuda]") 
 
   constexpr int64_t kBlock = 16, kSeqs = 13, kMaxLen = 1024;
   const int64_t per_seq = kMaxLen / kBlock, blocks = kSeqs * per_seq;
-  KvCache cache = KvCache::allocate(config.num_hidden_layers, blocks + 1, kBlock, 2, 128,
-                                    at::kBFloat16, cuda);
+  KvCache cache =
+      KvCache::allocate(config.num_hidden_layers, blocks + 1, kBlock, 2, 128, at::kBFloat16, cuda);
   cache.gpu_attention = make_gpu_attention(cuda, 2, 2, 128, kBlock, blocks + 1, at::kBFloat16,
                                            /*max_graph_batch=*/16, per_seq);
   if (cache.gpu_attention == nullptr) {

@@ -1,8 +1,8 @@
 // The MoE layer's decode kernel (cpu_kernels.h) against its libtorch reference path.
 #include <ATen/ATen.h>
 
-#include <catch2/catch.hpp>
 #include <torch/cuda.h>
+#include <catch2/catch.hpp>
 
 #include "engine/kernels/cpu_kernels.h"
 #include "engine/model/language_model.h"
@@ -204,8 +204,7 @@ TEST_CASE("MoE on CUDA: the grouped path equals the reference, a token alone wit
       // A token's output alone vs inside the batch: the per-token sum has no atomics, but the
       // GEMM kernels may tile differently by batch size, so within bf16 rounding, not bit-equal.
       at::Tensor alone = moe->forward(x.slice(0, 0, 1)).to(at::kFloat);
-      const double drift =
-          ((alone[0] - fast[0]).norm() / fast[0].norm()).item<double>();
+      const double drift = ((alone[0] - fast[0]).norm() / fast[0].norm()).item<double>();
       CAPTURE(drift);
       CHECK(drift < 1e-2);
     }

@@ -4,12 +4,12 @@
 
 #include <ATen/ATen.h>
 
+#include <torch/cuda.h>
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <numeric>
 #include <limits>
+#include <numeric>
 #include <random>
-#include <torch/cuda.h>
 
 namespace dsocr::engine {
 namespace {
@@ -179,7 +179,8 @@ Case make_mixed_case(const std::vector<std::pair<int64_t, int64_t>>& seqs, int64
   return c;
 }
 
-TEST_CASE("GPU attention kernels (FlashInfer) equal the reference path", "[paged_attention][cuda]") {
+TEST_CASE("GPU attention kernels (FlashInfer) equal the reference path",
+          "[paged_attention][cuda]") {
   if (!torch::cuda::is_available()) {
     WARN("skipped: no CUDA device");
     return;
@@ -199,15 +200,15 @@ TEST_CASE("GPU attention kernels (FlashInfer) equal the reference path", "[paged
     int64_t max_blocks = 0;
     for (auto [q_len, len] : step) max_blocks += (len + block_size - 1) / block_size;
     Case c = make_mixed_case(step, heads, block_size, cuda, seed++);
-    std::shared_ptr<GpuAttention> gpu = make_gpu_attention(
-        cuda, heads, heads, 128, block_size, c.key_cache.size(0), at::kBFloat16);
+    std::shared_ptr<GpuAttention> gpu =
+        make_gpu_attention(cuda, heads, heads, 128, block_size, c.key_cache.size(0), at::kBFloat16);
     REQUIRE(gpu != nullptr);
     const double scale = 1.0 / std::sqrt(128.0);
     AttentionPlan fast_plan =
         AttentionPlan::build(c.batch, block_size, cuda, heads, 128, false, gpu.get());
     REQUIRE(fast_plan.gpu != nullptr);
-    at::Tensor fast = paged_attention(c.query, c.key_cache, c.value_cache, fast_plan, scale)
-                          .to(at::kFloat);
+    at::Tensor fast =
+        paged_attention(c.query, c.key_cache, c.value_cache, fast_plan, scale).to(at::kFloat);
     AttentionPlan ref_plan = AttentionPlan::build(c.batch, block_size, cuda, heads, 128, true);
     at::Tensor reference =
         paged_attention(c.query, c.key_cache, c.value_cache, ref_plan, scale).to(at::kFloat);
@@ -222,8 +223,8 @@ TEST_CASE("GPU attention kernels (FlashInfer) equal the reference path", "[paged
     // Planned again and run twice: the same bits (no state carried between runs).
     AttentionPlan again =
         AttentionPlan::build(c.batch, block_size, cuda, heads, 128, false, gpu.get());
-    CHECK(at::equal(paged_attention(c.query, c.key_cache, c.value_cache, again, scale).to(at::kFloat),
-                    fast));
+    CHECK(at::equal(
+        paged_attention(c.query, c.key_cache, c.value_cache, again, scale).to(at::kFloat), fast));
   }
 }
 

@@ -20,7 +20,7 @@ namespace dsocr::model {
 // every matrix and of the embeddings ten times larger, as trained models have, the hard case for
 // int8: the group holding an outlier gets a coarse step for all its other values.
 inline std::filesystem::path write_checkpoint(const weights::LanguageConfig& config, bool outliers,
-                          const std::filesystem::path& dir) {
+                                              const std::filesystem::path& dir) {
   at::NoGradGuard no_grad;
   at::manual_seed(outliers ? 21 : 20);
   LanguageModel lm(config);
@@ -39,7 +39,8 @@ inline std::filesystem::path write_checkpoint(const weights::LanguageConfig& con
     tensors[p.key()] = t.to(at::kBFloat16);
   }
   std::filesystem::create_directories(dir);
-  const std::filesystem::path file = dir / (outliers ? "outliers.safetensors" : "random.safetensors");
+  const std::filesystem::path file =
+      dir / (outliers ? "outliers.safetensors" : "random.safetensors");
   REQUIRE(weights::write_safetensors(file, tensors).ok());
   return file;
 }

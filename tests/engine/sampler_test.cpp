@@ -165,4 +165,3 @@ TEST_CASE("sampling on CUDA picks what the host path picks", "[sampler][cuda]") 
   }
   compare_paths(at::Device(at::kCUDA, 0));
 }
-

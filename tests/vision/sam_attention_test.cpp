@@ -60,7 +60,8 @@ TEST_CASE("SAM attention with the bias in the dot products equals the materialis
     attention->to(at::kBFloat16);
     attention->prepare(grid, at::kBFloat16);
     const at::Tensor narrow = attention->forward(x.to(at::kBFloat16)).to(at::kFloat);
-    const double narrow_error = ((narrow - materialised).norm() / materialised.norm()).item<double>();
+    const double narrow_error =
+        ((narrow - materialised).norm() / materialised.norm()).item<double>();
     CAPTURE(narrow_error);
     CHECK(narrow_error < 2e-2);
   }
