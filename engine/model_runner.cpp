@@ -127,6 +127,9 @@ std::pair<int64_t, bool> loaded_weight_bytes(const weights::StateDict& state, at
     } else if (stored && model::LanguageModelImpl::is_embedding(name) &&
                *stored != cpu::WeightFormat::kFloat32) {
       element = 2;
+    } else if (stored && model::VisionModelImpl::is_block_tensor(name) &&
+               info->dtype == weights::DType::kBF16) {
+      element = 2;  // the vision blocks kept as stored (vision_model.h)
     }
     bytes += info->numel() * element;
     if (element > weights::dtype_size(info->dtype)) widened = true;
@@ -292,8 +295,9 @@ StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::load(const EngineOptions& op
   }
   const auto started = Clock::now();
   impl->vision = model::VisionModel(config);
-  DSOCR_RETURN_IF_ERROR(
-      impl->vision->load(state, impl->dtype, impl->device).with_context("vision weights"));
+  // Narrow --weights on the CPU keep the vision blocks as a bfloat16 checkpoint stores them too.
+  DSOCR_RETURN_IF_ERROR(impl->vision->load(state, impl->dtype, impl->device, stored.has_value())
+                            .with_context("vision weights"));
   impl->language = model::LanguageModel(config.language);
   DSOCR_RETURN_IF_ERROR(
       impl->language->load(state, impl->dtype, impl->device, stored)

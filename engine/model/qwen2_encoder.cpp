@@ -2,6 +2,7 @@
 
 #include "common/check.h"
 #include "engine/model/layers.h"
+#include "engine/model/widened_scope.h"
 
 namespace dsocr::model {
 
@@ -85,7 +86,10 @@ at::Tensor Qwen2EncoderImpl::forward(const at::Tensor& sam_features) {
   auto [cos, sin] =
       rope_cos_sin(positions, config_.head_dim(), config_.rope_theta, x.scalar_type());
   at::Tensor mask = prefix_lm_mask(n, x.device());
-  for (auto& layer : layers_) x = layer->forward(x, mask, cos, sin);
+  for (auto& layer : layers_) {
+    const WidenedScope wide(*layer, x.scalar_type());  // narrow-kept weights (vision_model.h)
+    x = layer->forward(x, mask, cos, sin);
+  }
   x = rms_norm(x, norm_, config_.rms_norm_eps);
   return x.slice(1, n).contiguous();
 }

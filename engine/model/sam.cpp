@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "common/check.h"
+#include "engine/model/widened_scope.h"
 
 namespace dsocr::model {
 
@@ -45,8 +46,8 @@ at::Tensor gather_rel_table(const at::Tensor& table, int64_t side, at::ScalarTyp
                                  .mode(torch::kLinear)
                                  .align_corners(false))
                   .squeeze(0)
-                  .t()
-                  .to(table.scalar_type());
+                  .t();  // float32 until the final cast (a table kept bfloat16 under float32
+                         // compute must give what its float32 widening gives)
   }
   at::Tensor coords = at::arange(side).unsqueeze(1) - at::arange(side).unsqueeze(0) + (side - 1);
   return resized.index_select(0, coords.reshape(-1).to(resized.device()))
@@ -269,7 +270,10 @@ at::Tensor SamEncoderImpl::forward(const at::Tensor& pixels) {
   auto it = pos_embed_by_grid_.find(x.size(1));
   DSOCR_CHECK(it != pos_embed_by_grid_.end()) << "SAM not prepared for a " << x.size(1) << " grid";
   x = x + it->second;
-  for (auto& block : block_list_) x = block->forward(x);
+  for (auto& block : block_list_) {
+    const WidenedScope wide(*block, x.scalar_type());  // narrow-kept weights (vision_model.h)
+    x = block->forward(x);
+  }
   x = x.permute({0, 3, 1, 2});
   x = neck_norm2_->forward(neck_conv2_->forward(neck_norm1_->forward(neck_conv1_->forward(x))));
   return net_3_->forward(net_2_->forward(x));

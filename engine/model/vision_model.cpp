@@ -16,15 +16,30 @@ VisionModelImpl::VisionModelImpl(const weights::ModelConfig& config) : config_(c
   view_seperator_ = register_parameter("view_seperator", at::zeros({config.projector_output_dim}));
 }
 
+bool VisionModelImpl::is_block_tensor(std::string_view name) {
+  return name.rfind("model.sam_model.blocks.", 0) == 0 ||
+         name.rfind("model.qwen2_model.model.model.layers.", 0) == 0;
+}
+
 Status VisionModelImpl::load(const weights::StateDict& weights, at::ScalarType dtype,
-                             at::Device device) {
+                             at::Device device, bool keep_blocks_narrow) {
   weights::LoadOptions options;
   options.prefix = "model.";
   options.dtype = dtype;
   options.device = device;
   options.allow_unexpected = true;  // the language model's tensors share the "model." prefix
   options.discard_initial_values = true;
+  if (keep_blocks_narrow) {
+    // Only tensors narrower than the compute dtype stay as stored (a float32 checkpoint's are
+    // the compute dtype already).
+    options.keep_checkpoint_dtype = [&weights, dtype](const std::string& name) {
+      const weights::TensorInfo* info = weights.info(name);
+      return is_block_tensor(name) && info != nullptr && info->dtype == weights::DType::kBF16 &&
+             dtype == at::kFloat;
+    };
+  }
   DSOCR_RETURN_IF_ERROR(weights::load_module(*this, weights, options));
+  narrow_blocks_ = keep_blocks_narrow && dtype == at::kFloat;
   eval();
   sam_model_->prepare();
   return Status();
@@ -32,6 +47,8 @@ Status VisionModelImpl::load(const weights::StateDict& weights, at::ScalarType d
 
 std::vector<at::Tensor> VisionModelImpl::encode(const PixelBatch& batch, VisionTaps* taps) {
   at::NoGradGuard no_grad;
+  std::unique_lock<std::mutex> turn(encode_mu_, std::defer_lock);
+  if (narrow_blocks_) turn.lock();
   const int64_t n = batch.global_views.size(0);
   DSOCR_CHECK_EQ(static_cast<int64_t>(batch.tiles_per_image.size()), n);
 

@@ -8,13 +8,20 @@
 // Parameters are named as in the checkpoint under "model." (sam_model.*, qwen2_model.*,
 // projector.layers.*, view_seperator); load() checks every one of them is present with its shape.
 //
-// Thread-safety: encode() may run concurrently after load().
+// With `keep_blocks_narrow` (the CPU's narrow --weights), the SAM blocks' and Qwen2 layers'
+// tensors stay as a bfloat16 checkpoint stores them (views of the file) and each block is widened
+// to the compute dtype while it runs (widened_scope.h): half the memory, the same results.
+//
+// Thread-safety: encode() may run concurrently after load(); with narrow blocks the calls take
+// turns (widening swaps the blocks' parameters).
 #pragma once
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include <mutex>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -39,7 +46,10 @@ class VisionModelImpl : public torch::nn::Module {
 
   // Strict load of the vision tensors (prefix "model."), converted to dtype/device, then the
   // input-independent tables are derived. Language-model tensors in the same file are ignored.
-  Status load(const weights::StateDict& weights, at::ScalarType dtype, at::Device device);
+  Status load(const weights::StateDict& weights, at::ScalarType dtype, at::Device device,
+              bool keep_blocks_narrow = false);
+  // Whether checkpoint tensor `name` belongs to a block kept narrow by load().
+  static bool is_block_tensor(std::string_view name);
 
   // One embedding block per image, [image_tokens, hidden] each, in the model dtype.
   std::vector<at::Tensor> encode(const PixelBatch& batch, VisionTaps* taps = nullptr);
@@ -53,6 +63,8 @@ class VisionModelImpl : public torch::nn::Module {
   Qwen2Encoder qwen2_model_{nullptr};
   torch::nn::Linear projector_{nullptr};
   at::Tensor view_seperator_;
+  bool narrow_blocks_ = false;
+  std::mutex encode_mu_;  // taken by encode() when narrow_blocks_
 };
 TORCH_MODULE(VisionModel);
 
