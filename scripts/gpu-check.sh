@@ -90,6 +90,23 @@ if wants bench; then
   step "full-size random checkpoint"
   MODEL="${GPU_CHECK_MODEL:-/tmp/dsocr-full-bf16}"
   [[ -f "$MODEL/config.json" ]] || "$DSOCR" make-model --preset full --dtype bf16 --out "$MODEL" || failures+=("make-model")
+  # The fast path (FlashInfer, grouped MoE, graphs: full size only, head_dim 128) with and without
+  # CUDA graphs on one page: the shared prefix of greedy tokens is printed (random weights have
+  # near-flat logits, so a rounding difference may end it early; not asserted).
+  step "full size: greedy tokens with and without CUDA graphs"
+  PAGE_FULL="$WORK/full.png"
+  "$PYTHON" -c "import sys; sys.path.insert(0, 'tests/python'); import image_corpus; image_corpus.page(1224, 1584).save('$PAGE_FULL')"
+  full_ids() {
+    "$DSOCR" generate --model "$MODEL" --image "$PAGE_FULL" --prompt "<image>
+<|grounding|>Convert the document to markdown." --max-tokens 64 --json "$@" 2>>"$LOGS/parity.log" |
+      "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["ids"])'
+  }
+  graphs_ids="$(full_ids)"
+  eager_ids="$(full_ids --cuda-graphs=false)"
+  "$PYTHON" -c "
+a, b = ${graphs_ids:-[]}, ${eager_ids:-[]}
+n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+print(f'graphs vs eager: the first {n} of {len(a)} greedy tokens equal')" || failures+=("full-size generate")
   step "bench (pages/s)"
   PYTHONUNBUFFERED=1 "$PYTHON" bench/gpu_bench.py --dsocr "$DSOCR" --model "$MODEL" \
     --concurrency "${GPU_CHECK_CONCURRENCY:-1,32,128}" --max-tokens "${GPU_CHECK_MAX_TOKENS:-1000}" \
