@@ -5,7 +5,8 @@
 // it launch overhead). At start-up the step is captured once per batch size of
 // decode_graph_sizes(max_num_seqs) (engine/core/decode_graph_sizes.h), largest first, all graphs
 // sharing one memory pool. A step of B decode rows then:
-//   1. pads its rows to the captured size P >= B with dummies in a scratch KV block;
+//   1. pads its rows to the captured size P >= B with dummies (no K/V written, a zeroed scratch
+//      block read);
 //   2. copies ids, positions and KV slots into the persistent input tensors (one upload);
 //   3. plans attention for its page tables with FlashInfer's graph mode (fixed launch for P);
 //   4. replays P's graph; the logits of its B real rows are a view of P's output.
