@@ -21,7 +21,7 @@ DecodeGraphs::DecodeGraphs(model::LanguageModel language, KvCache& cache, int32_
 
 DecodeGraphs::~DecodeGraphs() = default;
 
-ForwardBatch DecodeGraphs::batch_for(const DecodeRows& rows, int64_t padded) const {
+ForwardBatch DecodeGraphs::batch_for(DecodeRows&& rows, int64_t padded) const {
   ForwardBatch batch;
   batch.input_ids = inputs_[0].slice(0, 0, padded);
   batch.positions = inputs_[1].slice(0, 0, padded);
@@ -29,7 +29,7 @@ ForwardBatch DecodeGraphs::batch_for(const DecodeRows& rows, int64_t padded) con
   batch.logits_rows = logits_rows_.slice(0, 0, padded);
   for (int64_t i = 0; i < padded; ++i)
     batch.sequences.push_back(SequenceSlice{i, 1, rows.context_lens[static_cast<size_t>(i)],
-                                            rows.block_tables[static_cast<size_t>(i)]});
+                                            std::move(rows.block_tables[static_cast<size_t>(i)])});
   return batch;
 }
 
@@ -75,7 +75,7 @@ std::unique_ptr<DecodeGraphs> DecodeGraphs::capture(model::LanguageModel languag
       const int64_t p = *size;
       DecodeRows dummies;
       pad_decode_rows(dummies, p, scratch_block, cache.block_size);
-      const ForwardBatch batch = g.batch_for(dummies, p);
+      const ForwardBatch batch = g.batch_for(std::move(dummies), p);
       const AttentionPlan attention = g.plan(batch);
       // One eager run first: lazily created state (library handles, workspaces) must exist
       // before capture, which may not create it.
@@ -127,7 +127,7 @@ at::Tensor DecodeGraphs::run(DecodeRows rows) {
   // Rewrites the buffers the graph's kernels read. A plan the captured launch cannot run (the
   // kernels report it) sends the step down the eager path, which plans again.
   try {
-    (void)plan(batch_for(rows, padded));
+    (void)plan(batch_for(std::move(rows), padded));
   } catch (const std::exception&) {
     return at::Tensor();
   }

@@ -54,8 +54,9 @@ class DecodeGraphs {
  private:
   DecodeGraphs(model::LanguageModel language, KvCache& cache, int32_t scratch_block,
                int64_t max_batch);
-  // The batch of the first `padded` persistent rows, with `rows`' page tables (host side).
-  ForwardBatch batch_for(const DecodeRows& rows, int64_t padded) const;
+  // The batch of the first `padded` persistent rows, with `rows`' page tables (host side; the
+  // block tables are moved out of `rows`).
+  ForwardBatch batch_for(DecodeRows&& rows, int64_t padded) const;
   // Plans attention for `rows` (exactly a captured size) in graph mode; throws on failure.
   AttentionPlan plan(const ForwardBatch& batch) const;
 

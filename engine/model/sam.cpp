@@ -97,32 +97,21 @@ at::Tensor SamAttentionImpl::forward(const at::Tensor& x) {
   const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
   const bool in_dot_product =
       bias_mode_ == BiasMode::kInDotProduct || (bias_mode_ == BiasMode::kAuto && x.is_cuda());
-  if (in_dot_product) {
-    const int64_t head_dim = c / heads_;
-    auto it = rel_tables_.find(h);
-    DSOCR_CHECK(it != rel_tables_.end() && h == w) << "SAM attention not prepared for grid " << h;
-    at::Tensor qkv =
-        qkv_->forward(x).reshape({b, h * w, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
-    at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
-    const at::Tensor q_grid = q.reshape({b * heads_, h, w, head_dim});
-    const at::Tensor rel_h = at::einsum("bhwc,hkc->bhwk", {q_grid, it->second.first});
-    const at::Tensor rel_w = at::einsum("bhwc,wkc->bhwk", {q_grid, it->second.second});
-    at::Tensor out = attend_bias_in_dot_product(q, k, v, rel_h, rel_w, h, w);
-    out = out.reshape({b, heads_, h, w, head_dim}).permute({0, 2, 3, 1, 4}).reshape({b, h, w, c});
-    return proj_->forward(out);
-  }
   // The relative-position bias goes to SDPA materialised, [views, heads, hw, hw]: for the global
   // blocks over six 768 tiles that is ~1.5 GB at full size. A few views at a time (and bands of
   // query rows of one view, below) keep it under max_bias_bytes_, so the buffers stay small enough
   // to be reused from the allocator's cache instead of being mapped (and page-faulted) anew each
   // block, and a page's activations stay bounded (issue #21). Views are independent.
-  const int64_t bias_bytes = std::max<int64_t>(1, heads_ * (h * w) * (h * w) * x.element_size());
-  const int64_t views_per_call = std::max<int64_t>(1, max_bias_bytes_ / bias_bytes);
-  if (b > views_per_call) {
-    std::vector<at::Tensor> parts;
-    for (int64_t v = 0; v < b; v += views_per_call)
-      parts.push_back(forward(x.slice(0, v, std::min(b, v + views_per_call))));
-    return at::cat(parts, 0);
+  if (!in_dot_product) {
+    const int64_t bias_bytes =
+        std::max<int64_t>(1, heads_ * (h * w) * (h * w) * x.element_size());
+    const int64_t views_per_call = std::max<int64_t>(1, max_bias_bytes_ / bias_bytes);
+    if (b > views_per_call) {
+      std::vector<at::Tensor> parts;
+      for (int64_t v = 0; v < b; v += views_per_call)
+        parts.push_back(forward(x.slice(0, v, std::min(b, v + views_per_call))));
+      return at::cat(parts, 0);
+    }
   }
   const int64_t head_dim = c / heads_;
   auto it = rel_tables_.find(h);
@@ -132,27 +121,37 @@ at::Tensor SamAttentionImpl::forward(const at::Tensor& x) {
       qkv_->forward(x).reshape({b, h * w, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
   at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   // Decomposed relative position bias from the unscaled queries (spec §5.4), for query grid rows
-  // [r0, r1): rows of queries are independent, so one view too large for max_bias_bytes_ (the
-  // global view at 1024: 4,096 tokens, an 805 MB bias) is attended a band of rows at a time.
+  // [r0, r1).
   at::Tensor q_grid = q.reshape({b * heads_, h, w, head_dim});
-  auto attend_rows = [&](int64_t r0, int64_t r1) {
+  auto rel_rows = [&](int64_t r0, int64_t r1) {
     const at::Tensor q_band = q_grid.slice(1, r0, r1);
-    at::Tensor rel_h = at::einsum("bhwc,hkc->bhwk", {q_band, it->second.first.slice(0, r0, r1)});
-    at::Tensor rel_w = at::einsum("bhwc,wkc->bhwk", {q_band, it->second.second});
-    at::Tensor bias =
-        (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).reshape({b, heads_, (r1 - r0) * w, h * w});
-    return at::scaled_dot_product_attention(q.slice(2, r0 * w, r1 * w), k, v, bias);
+    return std::make_pair(
+        at::einsum("bhwc,hkc->bhwk", {q_band, it->second.first.slice(0, r0, r1)}),
+        at::einsum("bhwc,wkc->bhwk", {q_band, it->second.second}));
   };
-  const int64_t band_bytes = b * heads_ * w * (h * w) * x.element_size();  // one grid row
-  const int64_t rows_per_call = std::clamp<int64_t>(max_bias_bytes_ / band_bytes, 1, h);
   at::Tensor out;
-  if (rows_per_call >= h) {
-    out = attend_rows(0, h);
+  if (in_dot_product) {
+    const auto [rel_h, rel_w] = rel_rows(0, h);
+    out = attend_bias_in_dot_product(q, k, v, rel_h, rel_w, h, w);
   } else {
-    std::vector<at::Tensor> bands;
-    for (int64_t r0 = 0; r0 < h; r0 += rows_per_call)
-      bands.push_back(attend_rows(r0, std::min(h, r0 + rows_per_call)));
-    out = at::cat(bands, 2);
+    // Rows of queries are independent, so one view too large for max_bias_bytes_ (the global
+    // view at 1024: 4,096 tokens, an 805 MB bias) is attended a band of rows at a time.
+    auto attend_rows = [&](int64_t r0, int64_t r1) {
+      const auto [rel_h, rel_w] = rel_rows(r0, r1);
+      at::Tensor bias =
+          (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).reshape({b, heads_, (r1 - r0) * w, h * w});
+      return at::scaled_dot_product_attention(q.slice(2, r0 * w, r1 * w), k, v, bias);
+    };
+    const int64_t band_bytes = b * heads_ * w * (h * w) * x.element_size();  // one grid row
+    const int64_t rows_per_call = std::clamp<int64_t>(max_bias_bytes_ / band_bytes, 1, h);
+    if (rows_per_call >= h) {
+      out = attend_rows(0, h);
+    } else {
+      std::vector<at::Tensor> bands;
+      for (int64_t r0 = 0; r0 < h; r0 += rows_per_call)
+        bands.push_back(attend_rows(r0, std::min(h, r0 + rows_per_call)));
+      out = at::cat(bands, 2);
+    }
   }
   out = out.reshape({b, heads_, h, w, head_dim}).permute({0, 2, 3, 1, 4}).reshape({b, h, w, c});
   return proj_->forward(out);
